@@ -1,0 +1,101 @@
+"""Simulated GPU nodes: Node objects that kwok marks Ready and whose pods it runs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from kubernetes_asyncio import client
+
+__all__ = [
+    "GPU_RESOURCE",
+    "GPU_TAINT",
+    "KWOK_ANNOTATIONS",
+    "create_gpu_node",
+    "gpu_node_manifest",
+    "node_is_ready",
+    "wait_for_node_ready",
+]
+
+GPU_RESOURCE = "nvidia.com/gpu"
+# The taint Kaito puts on GPU nodes so only GPU workloads land there.
+GPU_TAINT: dict[str, str] = {"key": "sku", "value": "gpu", "effect": "NoSchedule"}
+KWOK_ANNOTATIONS = {"kwok.x-k8s.io/node": "fake"}
+
+
+def gpu_node_manifest(
+    name: str,
+    *,
+    instance_type: str = "Standard_NC6s_v3",
+    gpus: int = 1,
+    labels: dict[str, str] | None = None,
+    taints: list[dict[str, str]] | None = None,
+    provider_id: str | None = None,
+    cpu: str = "32",
+    memory: str = "256Gi",
+) -> dict[str, Any]:
+    """A Node manifest that kwok manages: capacity ``nvidia.com/gpu`` and instance-type labels.
+
+    Nodes keep their status on create, so capacity is set here and kwok's
+    initialize stage keeps it while adding conditions and addresses.
+    """
+    resources = {"cpu": cpu, "memory": memory, "pods": "110", GPU_RESOURCE: str(gpus)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": dict(KWOK_ANNOTATIONS),
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "node.kubernetes.io/instance-type": instance_type,
+                "beta.kubernetes.io/instance-type": instance_type,
+                "type": "kwok",
+                "accelerator": "nvidia",
+                **(labels or {}),
+            },
+        },
+        "spec": {
+            "providerID": provider_id or f"kwok://{name}",
+            "taints": [dict(t) for t in (taints if taints is not None else [GPU_TAINT])],
+        },
+        "status": {"capacity": resources, "allocatable": dict(resources)},
+    }
+
+
+def node_is_ready(node: Any) -> bool:
+    """True when the Node (a model or a dict) has condition Ready=True."""
+    status = node["status"] if isinstance(node, dict) else node.status
+    conditions = (status.get("conditions") if isinstance(status, dict) else status.conditions) or []
+    for cond in conditions:
+        ctype = cond["type"] if isinstance(cond, dict) else cond.type
+        cstatus = cond["status"] if isinstance(cond, dict) else cond.status
+        if ctype == "Ready":
+            return bool(cstatus == "True")
+    return False
+
+
+async def wait_for_node_ready(api: client.ApiClient, name: str, timeout: float = 60.0) -> Any:
+    """Poll until kwok has marked the node Ready; returns the Node."""
+    core = client.CoreV1Api(api)
+    deadline = time.monotonic() + timeout
+    while True:
+        node = await core.read_node(name, _request_timeout=10)
+        if node_is_ready(node):
+            return node
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"node {name} not Ready after {timeout:.0f}s: is kwok running?")
+        await asyncio.sleep(0.2)
+
+
+async def create_gpu_node(api: client.ApiClient, name: str, *, wait: bool = True, **kwargs: Any) -> Any:
+    """Create a simulated GPU node (see :func:`gpu_node_manifest`) and wait until Ready."""
+    core = client.CoreV1Api(api)
+    manifest: Any = gpu_node_manifest(name, **kwargs)
+    await core.create_node(manifest, _request_timeout=10)
+    if wait:
+        return await wait_for_node_ready(api, name)
+    return await core.read_node(name, _request_timeout=10)

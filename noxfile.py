@@ -1,0 +1,59 @@
+"""Project sessions. They run in the development environment `./dev setup` made
+(.venv, every distribution editable), so nothing is installed twice:
+
+    .venv/bin/nox -s tests            # the whole suite (what `./dev test` runs)
+    .venv/bin/nox -s lint typecheck   # ruff, import-linter, mypy --strict on kaito_core
+    .venv/bin/nox -s controlplane     # build the control-plane binaries (cached)
+    .venv/bin/nox -s bench            # benchmarks/ -> benchmarks/results/
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "none"
+nox.options.sessions = ["lint", "typecheck", "tests"]
+
+ROOT = Path(__file__).parent
+PY = sys.executable  # the interpreter nox runs in: the dev venv's
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Every test: unit, real control plane, e2e on kwok, CPU runtimes."""
+    session.run(PY, "-m", "kaito_core.testing.build")
+    session.run(PY, "-m", "pytest", *(session.posargs or ["tests"]))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (style and bugs) and import-linter (the layers of kaito_core)."""
+    session.run(PY, "-m", "ruff", "check", ".")
+    session.run("lint-imports", external=True)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the library."""
+    session.run(PY, "-m", "mypy", "--strict", "kaito_core")
+
+
+@nox.session
+def controlplane(session: nox.Session) -> None:
+    """Build kube-apiserver, etcd, controller-manager, scheduler, kubectl, kwok (and helm)."""
+    session.run(PY, "-m", "kaito_core.testing.build", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run every benchmark under benchmarks/ and write figures to benchmarks/results/."""
+    scripts = sorted((ROOT / "benchmarks").glob("bench_*.py"))
+    if not scripts:
+        session.log("no benchmarks yet under benchmarks/")
+        return
+    (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
+    for script in scripts:
+        session.run(PY, str(script), *session.posargs)

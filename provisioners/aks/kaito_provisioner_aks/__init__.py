@@ -1,0 +1,3 @@
+"""kaito-core provisioner plugin: aks (not built yet)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""kaito-core provisioner plugin: karpenter (not built yet)."""
+
+__all__: list[str] = []
