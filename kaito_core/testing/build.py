@@ -210,6 +210,7 @@ def _build_kubernetes(go: str, out: Path, src: Path, progress: Progress) -> None
     )
     for name in KUBERNETES_BINARIES:
         os.replace(staging_dir / name, out / name)
+    staging_dir.rmdir()
 
 
 _ETCD_MAIN = """package main

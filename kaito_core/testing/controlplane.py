@@ -230,9 +230,7 @@ class ControlPlane:
                 f"--cluster-signing-cert-file={self.certs.ca_cert}",
                 f"--cluster-signing-key-file={self.certs.ca_key}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
-                # No cloud, no kubelet: the node-ipam and route controllers have nothing to do.
-                "--controllers=*,-nodeipam,-route,-cloud-node-lifecycle,-service-lb-controller",
-                "--kube-api-qps=200",
+    "--kube-api-qps=200",
                 "--kube-api-burst=400",
                 "--concurrent-deployment-syncs=10",
                 "--concurrent-replicaset-syncs=10",

@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["ManagedProcess"]
+__all__ = ["ManagedProcess", "ProcessExitedError", "wait_until"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -26,6 +26,10 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:  # not glibc/Linux: the session + ordered stop still applies
         pass
+
+
+class ProcessExitedError(RuntimeError):
+    """A control-plane process exited while it should be running."""
 
 
 class ManagedProcess:
@@ -63,7 +67,7 @@ class ManagedProcess:
     def check_alive(self) -> bool:
         """True while running; raises with the tail of the log once the process has exited."""
         if self._proc is not None and self._proc.poll() is not None:
-            raise RuntimeError(
+            raise ProcessExitedError(
                 f"{self.name} exited with code {self._proc.returncode}; last log lines:\n{self.log_tail()}"
             )
         return True

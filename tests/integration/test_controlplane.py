@@ -109,11 +109,19 @@ async def test_install_crd_and_watch_its_objects(kube_api: client.ApiClient, kub
     seen: list[str] = []
 
     async def watch_one() -> None:
-        async for event in watch.Watch().stream(
-            custom.list_namespaced_custom_object, group, "v1", kube_namespace, plural, timeout_seconds=30
-        ):
-            seen.append(event["object"]["metadata"]["name"])
-            break
+        # Right after a CRD is Established its storage may still be initializing: the
+        # apiserver answers 429 with Retry-After, and a well-behaved client retries.
+        while True:
+            try:
+                async for event in watch.Watch().stream(
+                    custom.list_namespaced_custom_object, group, "v1", kube_namespace, plural, timeout_seconds=30
+                ):
+                    seen.append(event["object"]["metadata"]["name"])
+                    return
+            except client.ApiException as exc:
+                if exc.status != 429:
+                    raise
+                await asyncio.sleep(0.5)
 
     watcher = asyncio.create_task(watch_one())
     await asyncio.sleep(0.3)
