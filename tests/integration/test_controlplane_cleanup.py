@@ -43,7 +43,7 @@ def _start_runner() -> tuple[subprocess.Popen[str], dict[str, int]]:
     # Restore the default SIGINT disposition, as a terminal's Ctrl-C would find it.
     proc = subprocess.Popen(
         [sys.executable, "-c", RUNNER], stdout=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
