@@ -34,7 +34,9 @@ def _cmd_up(args: argparse.Namespace) -> int:
     def on_term(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
+    # Installed explicitly: a shell may start us with SIGINT ignored (background jobs).
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
     started = time.monotonic()
     try:
         print("kaito up: starting the local control plane (the first run builds it from source)...", flush=True)
