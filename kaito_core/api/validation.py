@@ -1,0 +1,469 @@
+"""The one Workspace validator, used by the admission webhook and by the reconciler.
+
+Pure: no I/O, no DNS, no clock. Give it a Workspace (model or dict) and, on
+update, the old one; it returns every problem it finds as a
+:class:`~kaito_core.api.errors.FieldError` naming the field and saying what to do::
+
+    errors = validate_workspace(obj)                 # [] when valid
+    ws = check_workspace(obj, old=old_obj)           # parsed Workspace, or raises WorkspaceValidationError
+
+Anything at all may be passed in (a dict from YAML, garbage); the only exception
+:func:`check_workspace` raises is :class:`~kaito_core.api.errors.WorkspaceValidationError`,
+and :func:`validate_workspace` raises nothing.
+
+URL checks look at the URL only: the scheme must be http(s), and hosts given as IP
+literals must be public (not loopback, private, link-local, cloud metadata...),
+and well-known local or metadata host names (localhost, metadata.google.internal,
+*.svc, *.internal, ...) are refused. Names are not resolved: a public name that
+resolves to a private address passes here; the download runs in the tuning pod,
+where network policy is the control for that.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+import socket
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from kaito_presets import RUNTIMES, Catalog, GpuSku, ModelPreset, default_catalog, format_quantity
+from pydantic import ValidationError
+
+from kaito_core.api.constants import (
+    ANNOTATION_BYPASS_RESOURCE_CHECKS,
+    ANNOTATION_RUNTIME,
+    GROUP,
+    MAX_ADAPTERS,
+    WORKSPACE_KIND,
+    WORKSPACE_VERSIONS,
+)
+from kaito_core.api.errors import FieldError, Messages, Rule, WorkspaceValidationError
+from kaito_core.api.workspace import (
+    AdapterSpec,
+    DataDestination,
+    DataSource,
+    InferenceSpec,
+    PresetSpec,
+    TuningSpec,
+    Workspace,
+)
+
+__all__ = [
+    "check_workspace",
+    "parse_workspace",
+    "url_problem",
+    "validate_workspace",
+]
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DECIMAL = re.compile(r"^\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*$")
+_LEGACY_IPV4 = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}$")
+
+_BLOCKED_HOSTS = frozenset({
+    "localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback",
+    "metadata", "metadata.google.internal", "metadata.goog", "metadata.azure.com",
+    "instance-data", "instance-data.ec2.internal",
+    "kubernetes", "kubernetes.default",
+})
+_BLOCKED_SUFFIXES = (".localhost", ".localdomain", ".local", ".internal", ".svc", ".cluster.local")
+_METADATA_IPS = frozenset({
+    ipaddress.ip_address("169.254.169.254"),  # AWS, Azure, GCP, OpenStack
+    ipaddress.ip_address("169.254.170.2"),  # AWS ECS task metadata
+    ipaddress.ip_address("fd00:ec2::254"),  # AWS over IPv6
+    ipaddress.ip_address("100.100.100.200"),  # Alibaba Cloud
+})
+
+
+# --- parsing ----------------------------------------------------------------------------------
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _schema_message(error: Mapping[str, Any]) -> str:
+    kind = error.get("type", "")
+    if kind == "missing":
+        return "required field is missing; set it"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return "must be an object (a mapping of fields)"
+    message = str(error.get("msg", "is invalid"))
+    return message.replace("Input should be", "must be", 1)
+
+
+def parse_workspace(obj: Any) -> tuple[Workspace | None, list[FieldError]]:
+    """Parse a Workspace from anything; (model, []) or (None, schema errors)."""
+    if isinstance(obj, Workspace):
+        return obj, []
+    if not isinstance(obj, Mapping):
+        return None, [FieldError("", f"a Workspace must be an object (a mapping), not {type(obj).__name__}")]
+    try:
+        return Workspace.model_validate(dict(obj), strict=True), []
+    except ValidationError as exc:
+        errors = [FieldError(_path(tuple(e["loc"])), _schema_message(e), Rule.SCHEMA) for e in exc.errors()]
+        return None, errors
+
+
+# --- URLs -------------------------------------------------------------------------------------
+
+
+def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        pass
+    else:
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            return ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
+        return ip
+    if _LEGACY_IPV4.match(host):  # 127.1, 2130706433, 0x7f.0.0.1: what curl and friends accept
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
+
+
+def _ip_problem(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    if ip in _METADATA_IPS:
+        return "a cloud metadata address"
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if ip.is_unspecified:
+        return "an unspecified address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.is_private:
+        return "a private address"
+    if not ip.is_global:
+        return "a non-public address"
+    return None
+
+
+def url_problem(url: str) -> tuple[str, str] | None:
+    """Why ``url`` may not be downloaded from, as (rule, message); None when it is fine."""
+    try:
+        parts = urlsplit(url.strip())
+        host = (parts.hostname or "").rstrip(".").lower()
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return Rule.INVALID_URL, f"{url!r} is not a valid URL; give a public http:// or https:// URL"
+    if parts.scheme.lower() not in ("http", "https"):
+        return Rule.INVALID_URL, f"{url!r} is not an http(s) URL; give a public http:// or https:// URL"
+    if not host:
+        return Rule.INVALID_URL, f"{url!r} has no host; give a public http:// or https:// URL"
+    ip = _ip_literal(host)
+    if ip is not None:
+        problem = _ip_problem(ip)
+        if problem:
+            return Rule.FORBIDDEN_URL, (f"{url!r} points at {problem} ({ip}); give a public URL "
+                                        "(data inside the cluster can come from an image or a volumeSource)")
+        return None
+    if host in _BLOCKED_HOSTS or host.endswith(_BLOCKED_SUFFIXES):
+        return Rule.FORBIDDEN_URL, (f"{url!r} points at {host!r}, a local, in-cluster or cloud metadata host; "
+                                    "give a public URL (in-cluster data can come from an image or a volumeSource)")
+    return None
+
+
+# --- the validator ----------------------------------------------------------------------------
+
+
+class _Validator:
+    def __init__(self, ws: Workspace, catalog: Catalog):
+        self.ws = ws
+        self.catalog = catalog
+        self.errors: list[FieldError] = []
+        annotations = ws.metadata.annotations or {}
+        self.bypass = annotations.get(ANNOTATION_BYPASS_RESOURCE_CHECKS, "").lower() == "true"
+        self.sku: GpuSku | None = None
+
+    def error(self, path: str, message: str, rule: str) -> None:
+        self.errors.append(FieldError(path, message, rule))
+
+    def run(self) -> list[FieldError]:
+        ws = self.ws
+        self.check_identity()
+        if ws.inference is not None and ws.tuning is not None:
+            self.error("tuning", Messages.INFERENCE_AND_TUNING, Rule.INFERENCE_AND_TUNING)
+        elif ws.inference is None and ws.tuning is None:
+            self.error("", Messages.NEITHER_INFERENCE_NOR_TUNING, Rule.NEITHER_INFERENCE_NOR_TUNING)
+        self.check_resource()
+        if ws.inference is not None:
+            self.check_inference(ws.inference)
+        if ws.tuning is not None:
+            self.check_tuning(ws.tuning)
+        return self.errors
+
+    # identity
+    def check_identity(self) -> None:
+        ws = self.ws
+        versions = {f"{GROUP}/{v}" for v in WORKSPACE_VERSIONS}
+        if ws.api_version not in versions:
+            self.error("apiVersion", f"{ws.api_version!r} is not a Workspace version; use one of "
+                       f"{', '.join(sorted(versions))}", Rule.WRONG_KIND)
+        if ws.kind != WORKSPACE_KIND:
+            self.error("kind", f"{ws.kind!r} is not {WORKSPACE_KIND}", Rule.WRONG_KIND)
+        name = ws.metadata.name
+        if name is not None and (len(name) > 63 or not _DNS_1035.match(name)):
+            self.error("metadata.name", f"{name!r} is not a valid Workspace name: use at most 63 lowercase "
+                       "letters, digits and '-', starting with a letter (the inference Service is named "
+                       "after the Workspace)", Rule.INVALID_NAME)
+
+    # resource
+    def check_resource(self) -> None:
+        resource = self.ws.resource
+        if resource.instance_type is not None:
+            if self.bypass:
+                return
+            self.sku = self.catalog.find_sku(resource.instance_type)
+            if self.sku is None:
+                close = self.catalog.close_sku_names(resource.instance_type)
+                hint = (f"did you mean {', '.join(close)}?" if close
+                        else "`kaito presets --skus` lists the known GPU instance types")
+                self.error("resource.instanceType",
+                           f"unknown GPU instance type {resource.instance_type!r}; {hint} (for nodes the "
+                           f"catalog does not know, set the annotation {ANNOTATION_BYPASS_RESOURCE_CHECKS}: "
+                           "\"true\")", Rule.UNKNOWN_INSTANCE_TYPE)
+        elif not resource.preferred_nodes:
+            self.error("resource.instanceType",
+                       "required unless resource.preferredNodes lists existing GPU nodes; set the instance "
+                       "type to provision, e.g. Standard_NC24ads_A100_v4 or g5.xlarge",
+                       Rule.INSTANCE_TYPE_REQUIRED)
+
+    def preset(self, spec: PresetSpec, path: str) -> ModelPreset | None:
+        found = self.catalog.find_model(spec.name)
+        if found is None:
+            close = self.catalog.close_model_names(spec.name)
+            hint = f"did you mean {', '.join(close)}?" if close else "`kaito presets` lists them"
+            self.error(f"{path}.name", f"unknown preset {spec.name!r}; {hint}", Rule.UNKNOWN_PRESET)
+            return None
+        options = spec.preset_options
+        if spec.access_mode == "private" and not (options and options.image):
+            self.error(f"{path}.presetOptions.image",
+                       "required when accessMode is private; give the image that holds the model weights "
+                       "(and imagePullSecrets to pull it)", Rule.PRIVATE_IMAGE_REQUIRED)
+        if found.gated and spec.access_mode == "public" and not (options and options.model_access_secret):
+            self.error(f"{path}.presetOptions.modelAccessSecret",
+                       f"{found.name} is gated on Hugging Face ({found.huggingface_id}); accept its licence on "
+                       "the model page, store your Hugging Face token in a Secret in this namespace "
+                       "(key HF_TOKEN) and name that Secret here", Rule.GATED_PRESET)
+        return found
+
+    def check_fit(self, preset: ModelPreset, need_memory: int, need_gpus: int, what: str,
+                  alternative: str | None = None) -> None:
+        """The instance type has enough GPU memory and GPUs for ``preset`` (one error at most)."""
+        sku = self.sku
+        if sku is None or self.bypass:
+            return
+        nodes = self.ws.resource.count if (preset.distributed_inference and what == "inference") else 1
+        have_memory, have_gpus = sku.gpu_memory * nodes, sku.gpu_count * nodes
+        if have_memory >= need_memory and have_gpus >= need_gpus:
+            return
+        fits = self.catalog.suggest_skus(need_memory, need_gpus, cloud=sku.cloud)
+        tries = [alternative] if alternative else []
+        tries += [fits[0].name] if fits else []
+        try_text = f"; try {' or '.join(tries)}" if tries else "; no single instance type in the catalog is big enough"
+        subject = sku.name if nodes == 1 else f"{nodes} x {sku.name}"
+        verb = "has" if nodes == 1 else "have"
+        purpose = "" if what == "inference" else f" for {what}"
+        if have_memory < need_memory:
+            self.error("resource.instanceType",
+                       f"{subject} {verb} {format_quantity(have_memory)} GPU memory; {preset.name} needs "
+                       f"{format_quantity(need_memory)}{purpose}{try_text}", Rule.INSUFFICIENT_GPU_MEMORY)
+        else:
+            plural = "GPU" if have_gpus == 1 else "GPUs"
+            self.error("resource.instanceType",
+                       f"{subject} {verb} {have_gpus} {plural}; {preset.name} needs {need_gpus}{purpose}{try_text}",
+                       Rule.INSUFFICIENT_GPU_COUNT)
+
+    def check_runtime(self, preset: ModelPreset | None) -> None:
+        runtime = (self.ws.metadata.annotations or {}).get(ANNOTATION_RUNTIME)
+        if runtime is None:
+            return
+        allowed = preset.runtimes if preset is not None else RUNTIMES
+        if runtime not in allowed:
+            subject = f"{preset.name} runs with" if preset is not None else "use"
+            self.error(f"metadata.annotations[{ANNOTATION_RUNTIME}]",
+                       f"unknown runtime {runtime!r}; {subject} {' or '.join(allowed)}", Rule.UNKNOWN_RUNTIME)
+
+    # inference
+    def check_inference(self, inference: InferenceSpec) -> None:
+        if inference.preset is not None and inference.template is not None:
+            self.error("inference.template", Messages.PRESET_AND_TEMPLATE, Rule.PRESET_AND_TEMPLATE)
+        elif inference.preset is None and inference.template is None:
+            self.error("inference", Messages.NEITHER_PRESET_NOR_TEMPLATE, Rule.NEITHER_PRESET_NOR_TEMPLATE)
+        preset = None
+        if inference.preset is not None:
+            preset = self.preset(inference.preset, "inference.preset")
+            if preset is not None:
+                self.check_fit(preset, preset.inference.gpu_memory, preset.inference.gpu_count, "inference")
+        self.check_runtime(preset)
+        if inference.adapters:
+            self.check_adapters(inference.adapters, has_preset=inference.preset is not None)
+
+    def check_adapters(self, adapters: list[AdapterSpec], *, has_preset: bool) -> None:
+        if not has_preset:
+            self.error("inference.adapters", "adapters need inference.preset: they are loaded on top of a "
+                       "preset model; remove them or use a preset", Rule.ADAPTERS_NEED_PRESET)
+        if len(adapters) > MAX_ADAPTERS:
+            self.error("inference.adapters", f"{len(adapters)} adapters given; at most {MAX_ADAPTERS} are "
+                       "allowed, remove some", Rule.TOO_MANY_ADAPTERS)
+        seen: dict[str, int] = {}
+        for index, adapter in enumerate(adapters):
+            path = f"inference.adapters[{index}]"
+            source = adapter.source
+            if source is None:
+                self.error(f"{path}.source", "required: give the adapter's name and image",
+                           Rule.ADAPTER_SOURCE)
+            else:
+                self.check_adapter_source(source, path, index, seen)
+            if adapter.strength is not None:
+                self.check_strength(adapter.strength, f"{path}.strength")
+
+    def check_adapter_source(self, source: DataSource, path: str, index: int, seen: dict[str, int]) -> None:
+        name = source.name
+        if not name:
+            self.error(f"{path}.source.name", "required: name the adapter (a DNS label such as my-adapter)",
+                       Rule.ADAPTER_SOURCE)
+        elif len(name) > 63 or not _DNS_LABEL.match(name):
+            self.error(f"{path}.source.name", f"{name!r} is not a valid adapter name: use at most 63 lowercase "
+                       "letters, digits and '-' (it names a container)", Rule.ADAPTER_SOURCE)
+        elif name in seen:
+            self.error(f"{path}.source.name", f"duplicate adapter name {name!r} (also used by "
+                       f"inference.adapters[{seen[name]}]); give each adapter a unique name",
+                       Rule.DUPLICATE_ADAPTER)
+        else:
+            seen[name] = index
+        if not source.image:
+            self.error(f"{path}.source.image", "required: give the image that holds the adapter",
+                       Rule.ADAPTER_SOURCE)
+
+    def check_strength(self, strength: str, path: str) -> None:
+        value = float(strength) if _DECIMAL.match(strength) else math.nan
+        if math.isnan(value):
+            self.error(path, f"{strength!r} is not a number; write a number from 0 to 1 as a string, "
+                       'e.g. "0.5"', Rule.ADAPTER_STRENGTH)
+        elif not 0.0 <= value <= 1.0:
+            self.error(path, f"{strength!r} is outside [0, 1]; use a number from 0 to 1, e.g. \"0.5\"",
+                       Rule.ADAPTER_STRENGTH)
+
+    # tuning
+    def check_tuning(self, tuning: TuningSpec) -> None:
+        if tuning.preset is None:
+            self.error("tuning.preset", "required: name the preset model to tune (`kaito presets` lists "
+                       "those that support tuning)", Rule.TUNING_PRESET_REQUIRED)
+        else:
+            preset = self.preset(tuning.preset, "tuning.preset")
+            if preset is not None:
+                self.check_tuning_preset(preset, tuning.method)
+        self.check_input(tuning.input)
+        self.check_output(tuning.output)
+
+    def check_tuning_preset(self, preset: ModelPreset, method: str) -> None:
+        if preset.tuning is None:
+            able = [m.name for m in self.catalog.models if m.supports_tuning]
+            self.error("tuning.preset.name", f"{preset.name} does not support tuning ({method}); presets that do: "
+                       f"{', '.join(able)}", Rule.TUNING_NOT_SUPPORTED)
+            return
+        need = preset.tuning_gpu_memory(method)
+        if need is None:
+            self.error("tuning.method", f"{preset.name} does not support {method} tuning; use "
+                       f"{' or '.join(preset.tuning_methods)}", Rule.TUNING_METHOD_NOT_SUPPORTED)
+            return
+        alternative = None
+        sku = self.sku
+        for other in preset.tuning_methods:
+            other_need = preset.tuning_gpu_memory(other)
+            if (other != method and other_need is not None and sku is not None
+                    and other_need <= sku.gpu_memory and preset.tuning.gpu_count <= sku.gpu_count):
+                alternative = f"method {other} (needs {format_quantity(other_need)})"
+        self.check_fit(preset, need, preset.tuning.gpu_count, f"{method} tuning", alternative)
+
+    def check_input(self, source: DataSource | None) -> None:
+        if source is None:
+            self.error("tuning.input", "required: give the training data as urls, image or volumeSource",
+                       Rule.TUNING_INPUT)
+            return
+        given = [name for name, value in (("urls", source.urls), ("image", source.image),
+                                          ("volumeSource", source.volume_source)) if value]
+        if len(given) != 1:
+            got = f"got {' and '.join(given)}" if given else "none is set"
+            self.error("tuning.input", f"set exactly one of urls, image or volumeSource; {got}", Rule.TUNING_INPUT)
+        for index, url in enumerate(source.urls or ()):
+            problem = url_problem(url)
+            if problem is not None:
+                self.error(f"tuning.input.urls[{index}]", problem[1], problem[0])
+
+    def check_output(self, dest: DataDestination | None) -> None:
+        if dest is None:
+            self.error("tuning.output", "required: give where the adapter goes, an image (with "
+                       "imagePushSecret) or a volumeSource", Rule.TUNING_OUTPUT)
+            return
+        if dest.image and dest.volume_source:
+            self.error("tuning.output", "set either image or volumeSource, not both", Rule.TUNING_OUTPUT)
+        elif not dest.image and not dest.volume_source:
+            self.error("tuning.output", "set image (with imagePushSecret) or volumeSource", Rule.TUNING_OUTPUT)
+        if dest.image and not dest.image_push_secret:
+            self.error("tuning.output.imagePushSecret",
+                       f"required with tuning.output.image; name a Secret in this namespace "
+                       f"(type kubernetes.io/dockerconfigjson) that can push to {dest.image.split('/')[0]}",
+                       Rule.OUTPUT_PUSH_SECRET)
+
+
+def _immutability(new: Workspace, old: Workspace) -> list[FieldError]:
+    errors: list[FieldError] = []
+
+    def changed(path: str, before: Any, after: Any) -> None:
+        if before != after:
+            errors.append(FieldError(path, Messages.IMMUTABLE, Rule.IMMUTABLE))
+
+    if (new.inference is None) != (old.inference is None):
+        errors.append(FieldError("", Messages.SWITCH_INFERENCE_TUNING, Rule.SWITCH_INFERENCE_TUNING))
+    changed("resource.instanceType", old.resource.instance_type, new.resource.instance_type)
+    changed("resource.labelSelector", old.resource.label_selector.to_dict(), new.resource.label_selector.to_dict())
+    if new.inference and old.inference and new.inference.preset and old.inference.preset:
+        changed("inference.preset.name", old.inference.preset.name, new.inference.preset.name)
+    if new.tuning and old.tuning:
+        changed("tuning.method", old.tuning.method, new.tuning.method)
+        if new.tuning.preset and old.tuning.preset:
+            changed("tuning.preset.name", old.tuning.preset.name, new.tuning.preset.name)
+    return errors
+
+
+def validate_workspace(obj: Any, old: Any = None, *, catalog: Catalog | None = None) -> list[FieldError]:
+    """Every problem with ``obj`` (a Workspace or a dict); [] when it is valid.
+
+    ``old`` is the Workspace before an update (webhook: ``oldObject``), for the
+    immutable fields. ``catalog`` defaults to the packaged one. Never raises.
+    """
+    ws, errors = parse_workspace(obj)
+    if ws is None:
+        return errors
+    errors = _Validator(ws, catalog or default_catalog()).run()
+    if old is not None:
+        old_ws, _ = parse_workspace(old)
+        if old_ws is not None:
+            errors += _immutability(ws, old_ws)
+    return errors
+
+
+def check_workspace(obj: Any, old: Any = None, *, catalog: Catalog | None = None) -> Workspace:
+    """The parsed Workspace when valid; raises :class:`WorkspaceValidationError` listing every problem."""
+    errors = validate_workspace(obj, old, catalog=catalog)
+    if errors:
+        raise WorkspaceValidationError(errors)
+    ws, _ = parse_workspace(obj)
+    assert ws is not None  # no errors means it parsed
+    return ws

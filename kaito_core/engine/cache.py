@@ -1,0 +1,122 @@
+"""SharedCache: one informer per (kind, namespace, selectors), shared by every controller.
+
+Reconcilers read here (``cache.get``/``list``/``by_index``), never from the
+API server: reads are free, and every controller sees the same snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from collections.abc import Mapping
+from typing import Any
+
+from kaito_core.engine.client import Client
+from kaito_core.engine.indexers import IndexFunc
+from kaito_core.engine.informer import Informer
+from kaito_core.engine.resources import ResourceKind
+
+__all__ = ["CacheNotWatchingError", "InformerKey", "SharedCache"]
+
+InformerKey = tuple[ResourceKind, str | None, str | None, str | None]
+
+
+class CacheNotWatchingError(LookupError):
+    """A read for a kind nothing asked the cache to watch."""
+
+
+class SharedCache:
+    """Creates, shares, starts and stops informers; answers reads from their stores.
+
+    ``namespace`` limits every informer to one namespace; ``selectors`` gives a
+    kind a label selector (cache only what you own, e.g. ``{POD: "app=x"}``).
+    """
+
+    def __init__(self, client: Client, *, namespace: str | None = None, resync_period: float | None = None,
+                 selectors: Mapping[ResourceKind, str] | None = None, page_size: int = 500):
+        self.client = client
+        self.namespace = namespace
+        self.resync_period = resync_period
+        self.selectors = dict(selectors or {})
+        self.page_size = page_size
+        self._informers: dict[InformerKey, Informer] = {}
+        self._primary: dict[ResourceKind, Informer] = {}
+        self._started = False
+
+    def informer(self, kind: ResourceKind, *, namespace: str | None = None, label_selector: str | None = None,
+                 field_selector: str | None = None) -> Informer:
+        """The shared informer for these parameters (created and, if the cache runs, started)."""
+        namespace = namespace or self.namespace
+        label_selector = label_selector or self.selectors.get(kind)
+        key: InformerKey = (kind, namespace, label_selector, field_selector)
+        informer = self._informers.get(key)
+        if informer is None:
+            informer = Informer(self.client, kind, namespace=namespace, label_selector=label_selector,
+                                field_selector=field_selector, resync_period=self.resync_period,
+                                page_size=self.page_size)
+            self._informers[key] = informer
+            # The first informer of a kind answers cache reads for that kind.
+            self._primary.setdefault(kind, informer)
+            if self._started:
+                informer.start()
+        return informer
+
+    def add_index(self, kind: ResourceKind, name: str, func: IndexFunc) -> None:
+        """Add a custom index on a kind (its informer is created if needed)."""
+        self._for_read(kind, create=True).store.add_indexer(name, func)
+
+    @property
+    def informers(self) -> builtins.list[Informer]:
+        return list(self._informers.values())
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        self._started = True
+        for informer in self._informers.values():
+            informer.start()
+
+    async def stop(self) -> None:
+        self._started = False
+        await asyncio.gather(*(informer.stop() for informer in self._informers.values()))
+
+    @property
+    def has_synced(self) -> bool:
+        return all(informer.has_synced for informer in self._informers.values())
+
+    async def wait_for_sync(self, timeout: float | None = None) -> bool:
+        results = await asyncio.gather(*(i.wait_for_sync(timeout) for i in self._informers.values()))
+        return all(results)
+
+    async def ensure(self, kind: ResourceKind, timeout: float | None = 60.0) -> Informer:
+        """Watch a kind from now on and wait for its first LIST (for ad-hoc reads)."""
+        informer = self._for_read(kind, create=True)
+        informer.start()
+        if not await informer.wait_for_sync(timeout):
+            raise TimeoutError(f"cache for {kind} did not sync within {timeout}s")
+        return informer
+
+    # -- reads
+
+    def _for_read(self, kind: ResourceKind, create: bool = False) -> Informer:
+        informer = self._primary.get(kind)
+        if informer is None:
+            if not create:
+                raise CacheNotWatchingError(
+                    f"the cache does not watch {kind}: add it to a controller (for_/owns/watches) "
+                    "or call `await cache.ensure(kind)` first")
+            informer = self.informer(kind)
+        return informer
+
+    def get(self, kind: ResourceKind, namespace: str | None, name: str, *,
+            copy: bool = True) -> dict[str, Any] | None:
+        """The cached object or None (a copy unless ``copy=False``: then do not mutate it)."""
+        return self._for_read(kind).store.get(namespace, name, copy=copy)
+
+    def list(self, kind: ResourceKind, namespace: str | None = None, *,
+             label_selector: str | Mapping[str, str] | None = None, copy: bool = True) -> builtins.list[dict[str, Any]]:
+        return self._for_read(kind).store.list(namespace, label_selector, copy=copy)
+
+    def by_index(self, kind: ResourceKind, index: str, value: str, *,
+                 copy: bool = True) -> builtins.list[dict[str, Any]]:
+        return self._for_read(kind).store.by_index(index, value, copy=copy)

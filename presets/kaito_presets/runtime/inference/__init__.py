@@ -1,0 +1,15 @@
+"""The inference runtime: ``python -m kaito_presets.runtime.inference``."""
+
+from .base import Backend, BackendError, Completion, Delta, SamplingParams, create_backend
+from .config import InferenceConfig, load_config
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "Completion",
+    "Delta",
+    "InferenceConfig",
+    "SamplingParams",
+    "create_backend",
+    "load_config",
+]

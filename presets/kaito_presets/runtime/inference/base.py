@@ -1,0 +1,120 @@
+"""The small interface every inference backend implements (transformers, vLLM)."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FinishReason = Literal["stop", "length"]
+
+
+class BackendError(Exception):
+    """A request the backend cannot serve; ``status`` is the HTTP status the server answers."""
+
+    def __init__(self, message: str, *, status: int = 400, code: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int | None = None
+    do_sample: bool | None = None  # None: sample iff temperature > 0
+    repetition_penalty: float | None = None
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+    @property
+    def sampling(self) -> bool:
+        return self.do_sample if self.do_sample is not None else self.temperature > 0
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: FinishReason
+
+
+@dataclass
+class Delta:
+    """One streamed piece: new text, and on the last one the whole completion."""
+
+    text: str
+    done: Completion | None = None
+
+
+class Backend(abc.ABC):
+    """Loads a model and generates from it. ``load`` may block; the rest is called on the event loop."""
+
+    name: str = "abstract"
+
+    @property
+    @abc.abstractmethod
+    def model_names(self) -> list[str]:
+        """The served model names (the first is the default)."""
+
+    @property
+    @abc.abstractmethod
+    def max_model_len(self) -> int:
+        """Prompt plus completion tokens one request may use."""
+
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Load weights, tokenizer and adapters (blocking; run in a thread by the server)."""
+
+    async def start(self) -> None:
+        """Load on the server's event loop; by default ``load`` in a worker thread."""
+        await asyncio.to_thread(self.load)
+
+    @abc.abstractmethod
+    def apply_chat_template(self, messages: list[dict[str, Any]]) -> str:
+        """Render chat messages (with the generation prompt) to the prompt text."""
+
+    @abc.abstractmethod
+    def count_tokens(self, prompt: str, *, add_special_tokens: bool) -> int:
+        """Tokens the prompt takes."""
+
+    @abc.abstractmethod
+    def stream(
+        self, model: str, prompt: str, params: SamplingParams, *, add_special_tokens: bool
+    ) -> AsyncIterator[Delta]:
+        """Generate; yield text deltas, the last one carrying ``done``."""
+
+    async def generate(
+        self, model: str, prompt: str, params: SamplingParams, *, add_special_tokens: bool
+    ) -> Completion:
+        async for delta in self.stream(model, prompt, params, add_special_tokens=add_special_tokens):
+            if delta.done is not None:
+                return delta.done
+        raise BackendError("generation ended without a result", status=500, code="internal_error")
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (optional)."""
+
+
+def truncate_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
+    """Cut ``text`` at the first stop string; say whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def create_backend(config: Any) -> Backend:
+    """Instantiate the backend named by ``config.backend`` (vLLM imported only when selected)."""
+    if config.backend == "transformers":
+        from .transformers_backend import TransformersBackend
+
+        return TransformersBackend(config)
+    if config.backend == "vllm":
+        from .vllm_backend import VLLMBackend
+
+        return VLLMBackend(config)
+    raise ValueError(f"unknown backend {config.backend!r}")
