@@ -4,6 +4,7 @@
     .venv/bin/nox -s tests            # the whole suite (what `./dev test` runs)
     .venv/bin/nox -s lint typecheck   # ruff, import-linter, mypy --strict on kaito_core
     .venv/bin/nox -s controlplane     # build the control-plane binaries (cached)
+    .venv/bin/nox -s docs             # regenerate the API reference, mkdocs build --strict
     .venv/bin/nox -s bench            # benchmarks/ -> benchmarks/results/
 """
 
@@ -24,7 +25,7 @@ PY = sys.executable  # the interpreter nox runs in: the dev venv's
 @nox.session
 def tests(session: nox.Session) -> None:
     """Every test: unit, real control plane, e2e on kwok, CPU runtimes."""
-    session.run(PY, "-m", "kaito_core.testing.build")
+    session.run(PY, "-m", "kaito_core.testing")
     session.run(PY, "-m", "pytest", *(session.posargs or ["tests"]))
 
 
@@ -44,7 +45,14 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def controlplane(session: nox.Session) -> None:
     """Build kube-apiserver, etcd, controller-manager, scheduler, kubectl, kwok (and helm)."""
-    session.run(PY, "-m", "kaito_core.testing.build", *session.posargs)
+    session.run(PY, "-m", "kaito_core.testing", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Regenerate the API reference from the models and build the site strictly."""
+    session.run(PY, "-m", "kaito_core.api.docs", "docs/reference/api.md")
+    session.run(PY, "-m", "mkdocs", "build", "--strict", "--site-dir", "site")
 
 
 @nox.session

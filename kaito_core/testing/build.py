@@ -322,7 +322,7 @@ def ensure_binaries(names: tuple[str, ...] = ALL_BINARIES, progress: Progress | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m kaito_core.testing.build [names...]``: build and print the folder."""
+    """``python -m kaito_core.testing [names...]``: build and print the folder."""
     args = argv if argv is not None else sys.argv[1:]
     allowed = (*ALL_BINARIES, *OPTIONAL_BINARIES)
     unknown = [name for name in args if name not in allowed]

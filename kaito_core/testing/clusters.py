@@ -61,7 +61,7 @@ class ExistingCluster:
         kubectl = str(built) if built.exists() else shutil.which("kubectl")
         if kubectl is None:
             raise FileNotFoundError(
-                "kubectl is neither built (python -m kaito_core.testing.build kubectl) nor on PATH"
+                "kubectl is neither built (python -m kaito_core.testing kubectl) nor on PATH"
             )
         proc = subprocess.run(
             [kubectl, f"--kubeconfig={self._kubeconfig}", *args],

@@ -1,8 +1,8 @@
-"""The ``kaito`` command.
+"""``kaito up``: the embedded default.
 
-``kaito up``  starts the embedded default: a local control plane built from
-source (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) with kwok
-simulating GPU nodes, and keeps it running until Ctrl-C.
+A local control plane built from source (etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler) with kwok simulating GPU nodes, kept
+running until Ctrl-C, when everything stops.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-__all__ = ["main"]
+__all__ = ["add_parser"]
 
 
 def _default_state_dir() -> Path:
@@ -72,9 +72,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         print("kaito up: stopped; nothing left running.", flush=True)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kaito", description="kaito-core: large AI models on Kubernetes")
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up = sub.add_parser("up", help="run the embedded default: local control plane + simulated GPU nodes")
     up.add_argument("--state-dir", type=Path, default=_default_state_dir(),
                     help="where the kubeconfig, certificates, etcd data and logs go (default: ./.kaito)")
@@ -82,14 +80,3 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--instance-type", default="Standard_NC6s_v3", help="their instance type")
     up.add_argument("--gpus", type=int, default=1, help="nvidia.com/gpu per node")
     up.set_defaults(func=_cmd_up)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    result: int = args.func(args)
-    return result
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

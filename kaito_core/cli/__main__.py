@@ -1,0 +1,3 @@
+from kaito_core.cli import main
+
+raise SystemExit(main())
