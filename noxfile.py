@@ -4,6 +4,7 @@
     .venv/bin/nox -s tests            # the whole suite (what `./dev test` runs)
     .venv/bin/nox -s lint typecheck   # ruff, import-linter, mypy --strict on kaito_core
     .venv/bin/nox -s controlplane     # build the control-plane binaries (cached)
+    .venv/bin/nox -s crds             # regenerate deploy/crds from the models
     .venv/bin/nox -s docs             # regenerate the API reference, mkdocs build --strict
     .venv/bin/nox -s bench            # benchmarks/ -> benchmarks/results/
 """
@@ -34,6 +35,7 @@ def lint(session: nox.Session) -> None:
     """ruff (style and bugs) and import-linter (the layers of kaito_core)."""
     session.run(PY, "-m", "ruff", "check", ".")
     session.run("lint-imports", external=True)
+    session.run(PY, "-m", "kaito_core.api.crd", "--check", "deploy/crds")
 
 
 @nox.session
@@ -46,6 +48,13 @@ def typecheck(session: nox.Session) -> None:
 def controlplane(session: nox.Session) -> None:
     """Build kube-apiserver, etcd, controller-manager, scheduler, kubectl, kwok (and helm)."""
     session.run(PY, "-m", "kaito_core.testing", *session.posargs)
+
+
+@nox.session
+def crds(session: nox.Session) -> None:
+    """Regenerate deploy/crds (and the Helm chart's copy) from the pydantic models."""
+    for folder in ("deploy/crds", "deploy/charts/kaito-core/crds"):
+        session.run(PY, "-m", "kaito_core.api.crd", "--write", folder)
 
 
 @nox.session

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from kaito_core.cli import offline, up
+from kaito_core.cli import controller, offline, up
 
 __all__ = ["build_parser", "main"]
 
@@ -22,12 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     up.add_parser(sub)
     offline.add_parsers(sub)
-    try:
-        from kaito_core.cli import controller
-    except ImportError:  # the operator wiring is optional while it is being built
-        pass
-    else:
-        controller.add_parser(sub)
+    controller.add_parser(sub)
     return parser
 
 

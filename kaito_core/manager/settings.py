@@ -40,7 +40,7 @@ class WebhookSettings(BaseModel):
     cert_dir: Path | None = None
     """Where certificates are read from. Set with cert-manager (its mounted Secret); otherwise the
     operator issues its own into a temporary folder."""
-    register: bool = False
+    register_configuration: bool = False
     """Create the ValidatingWebhookConfiguration itself (local runs; in cluster the chart does)."""
 
 

@@ -151,8 +151,8 @@ class WebhookCertManager:
         except ConflictError:
             return  # someone else changed it; the next ensure() looks again
 
-    async def ensure(self) -> bool:
-        """Make the files and the caBundle current; True when the files changed."""
+    async def ensure(self, *, patch_ca_bundle: bool = True) -> bool:
+        """Make the files (and, unless told not to, the caBundle) current; True when the files changed."""
         data = await self._secret_data()
         self.cert_dir.mkdir(parents=True, exist_ok=True)
         wanted = {name: base64.b64decode(value) for name, value in data.items()}
@@ -163,7 +163,8 @@ class WebhookCertManager:
                 path.write_bytes(content)
                 path.chmod(0o600)
                 changed = True
-        await self._patch_ca_bundle(data["ca.crt"])
+        if patch_ca_bundle:
+            await self._patch_ca_bundle(data["ca.crt"])
         return changed
 
     async def run(self, on_change: Any, interval: float = 3600.0) -> None:
