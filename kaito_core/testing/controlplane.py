@@ -38,6 +38,15 @@ __all__ = ["ControlPlane", "ControlPlaneMode", "free_port"]
 SERVICE_CIDR = "10.0.0.0/24"
 POD_CIDR = "10.0.128.0/17"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+# Metadata level for service accounts only: enough to know every call they make, cheap to write.
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+"""
 
 
 class ControlPlaneMode(StrEnum):
@@ -63,6 +72,9 @@ class ControlPlane:
     workdir: Path | None = None
     start_timeout: float = 120.0
     extra_apiserver_args: Sequence[str] = ()
+    audit: bool = True
+    """Write an audit log (Metadata level: who did what to which resource) to ``audit_log``;
+    tests read it to compare the calls a component makes with the RBAC it is granted."""
     _processes: dict[str, ManagedProcess] = field(default_factory=dict, init=False)
     _owned_workdir: bool = field(default=False, init=False)
     _stopped: bool = field(default=True, init=False)
@@ -80,6 +92,11 @@ class ControlPlane:
     @property
     def etcd_url(self) -> str:
         return f"http://127.0.0.1:{self.etcd_port}"
+
+    @property
+    def audit_log(self) -> Path:
+        assert self.workdir is not None, "the control plane has not been started"
+        return self.workdir / "logs" / "audit.log"
 
     @property
     def kubeconfig(self) -> Path:
@@ -205,6 +222,11 @@ class ControlPlane:
             "--endpoint-reconciler-type=none",
             *self.extra_apiserver_args,
         ]
+        if self.audit:
+            policy = self.workdir / "audit-policy.yaml"
+            policy.write_text(AUDIT_POLICY)
+            args += [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
+                     "--audit-log-maxsize=500", "--audit-log-maxbackup=1"]
         return args
 
     def _start_apiserver(self) -> None:
