@@ -61,3 +61,11 @@ def test_presets_detail_and_unknown(capsys: pytest.CaptureFixture[str]) -> None:
     assert "tuning qlora" in detail and "Standard_NC6s_v3" in detail
     assert main(["presets", "phi-3-mini"]) == 1
     assert "phi-3-mini-4k-instruct" in capsys.readouterr().err  # close matches are suggested
+
+
+def test_api_reference_is_current() -> None:
+    from kaito_core.api.docs import render_reference
+
+    page = Path(__file__).parents[2] / "docs" / "reference" / "api.md"
+    assert page.read_text() == render_reference(), "run: python -m kaito_core.api.docs docs/reference/api.md"
+    assert "`resource.instanceType`" in page.read_text() and "`spec.instanceType`" in page.read_text()
