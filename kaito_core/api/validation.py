@@ -230,8 +230,8 @@ class _Validator:
             self.sku = self.catalog.find_sku(resource.instance_type)
             if self.sku is None:
                 close = self.catalog.close_sku_names(resource.instance_type)
-                hint = (f"did you mean {', '.join(close)}?" if close
-                        else "`kaito presets --skus` lists the known GPU instance types")
+                hint = (f"did you mean {', '.join(close)}?" if close else "use a GPU instance type from the "
+                        "catalog, e.g. Standard_NC24ads_A100_v4 or g5.xlarge (`kaito presets` shows what fits)")
                 self.error("resource.instanceType",
                            f"unknown GPU instance type {resource.instance_type!r}; {hint} (for nodes the "
                            f"catalog does not know, set the annotation {ANNOTATION_BYPASS_RESOURCE_CHECKS}: "

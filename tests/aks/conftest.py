@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from fake_arm import FakeARM, write_certs
 from kaito_provisioner_aks import AKSProvisioner
 from kubernetes_asyncio import client as k8s
 
+from kaito_core.api.crd import machine_crd
 from kaito_core.engine import ApiClientTransport, Client
 from kaito_core.provisioning import ProvisionerContext
 
@@ -63,3 +65,18 @@ async def make_provisioner(fake_arm: FakeARM) -> AsyncIterator[MakeProvisioner]:
     yield factory
     for provisioner in made:
         await provisioner.close()
+
+
+@pytest.fixture
+async def machine_crd_installed(kube_api: k8s.ApiClient) -> AsyncIterator[None]:
+    ext = k8s.ApiextensionsV1Api(kube_api)
+    crd: Any = machine_crd()
+    with contextlib.suppress(k8s.ApiException):
+        await ext.create_custom_resource_definition(crd, _request_timeout=10)
+    async with asyncio.timeout(30):
+        while True:
+            got = await ext.read_custom_resource_definition(crd["metadata"]["name"], _request_timeout=10)
+            if any(c.type == "Established" and c.status == "True" for c in got.status.conditions or []):
+                break
+            await asyncio.sleep(0.2)
+    yield

@@ -118,6 +118,8 @@ class Fault:
     message: str = "injected fault"
     drop: bool = False
     delay: float = 0.0
+    after: bool = False
+    """With ``drop``: let the server do the work, then drop the connection before the answer (a lost response)."""
 
     def matches(self, method: str, route: str) -> bool:
         return (self.method is None or self.method == method) and (self.route is None or self.route == route)
@@ -227,10 +229,11 @@ class FakeARM:
 
     def inject(self, count: int, status: int = 429, *, method: str | None = None, route: str | None = None,
                retry_after: str | None = None, code: str | None = None, message: str = "injected fault",
-               drop: bool = False, delay: float = 0.0) -> Fault:
+               drop: bool = False, delay: float = 0.0, after: bool = False) -> Fault:
         """Fault the next ``count`` matching requests (``route`` as in :attr:`calls`, e.g. "agentPool")."""
         fault = Fault(count, status, method, route, retry_after,
-                      code or ("TooManyRequests" if status == 429 else "InternalServerError"), message, drop, delay)
+                      code or ("TooManyRequests" if status == 429 else "InternalServerError"), message, drop, delay,
+                      after)
         self.faults.append(fault)
         return fault
 
@@ -295,6 +298,8 @@ class FakeARM:
                 fault.count -= 1
                 if fault.delay:
                     await asyncio.sleep(fault.delay)
+                if fault.drop and fault.after:
+                    await handler(request)
                 if fault.drop:
                     assert request.transport is not None
                     request.transport.abort()

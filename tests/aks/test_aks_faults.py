@@ -56,6 +56,29 @@ async def test_5xx_and_dropped_connections_are_retried(fake_arm: FakeARM, make_p
     assert fake_arm.pools == {}
 
 
+async def test_a_lost_put_response_does_not_make_a_second_pool(fake_arm: FakeARM,
+                                                               make_provisioner: MakeProvisioner) -> None:
+    """ARM made the pool but the answer never arrived: the SDK retries the PUT, ARM says "in progress"."""
+    provisioner = await make_provisioner()
+    fake_arm.inject(1, drop=True, after=True, method="PUT", route="agentPool")
+    ref = await provisioner.create(gpu_machine("lost-0"))
+    assert ref.ready
+    assert fake_arm.calls["PUT agentPool"] == 2
+    assert list(fake_arm.pools) == [pool_name("lost-0")]
+
+
+async def test_a_slow_create_times_out_retryably_and_is_picked_up_later(
+        fake_arm: FakeARM, make_provisioner: MakeProvisioner) -> None:
+    fake_arm.op_seconds = 3.0
+    impatient = await make_provisioner(aks_create_timeout_seconds=1.0)
+    with pytest.raises(RetryableError, match="not done after 1s"):
+        await impatient.create(gpu_machine("slow-0"))
+    patient = await make_provisioner()
+    ref = await patient.create(gpu_machine("slow-0"))
+    assert ref.ready
+    assert fake_arm.calls["PUT agentPool"] == 1
+
+
 async def test_persistent_5xx_becomes_a_retryable_error(fake_arm: FakeARM, make_provisioner: MakeProvisioner) -> None:
     provisioner = await make_provisioner(arm_retry_total=2)
     fake_arm.inject(100, 500, route="agentPool", method="GET", code="InternalServerError", message="boom")
@@ -200,3 +223,34 @@ async def test_loaded_by_name_with_workload_identity_from_the_environment(
         await provisioner.close()
     assert fake_arm.calls["POST token"] == 1  # one token, cached for the rest
     assert set(fake_arm.authorizations) == {"fake-token-1"}
+
+
+async def test_instance_types_report_the_regions_gpu_sizes(fake_arm: FakeARM,
+                                                           make_provisioner: MakeProvisioner) -> None:
+    provisioner = await make_provisioner()
+    types = {t.name: t for t in await provisioner.instance_types()}
+    assert "Standard_D4s_v3" not in types  # no GPUs
+    assert types["Standard_NC12s_v3"].gpu_count == 2 and types["Standard_NC12s_v3"].available
+    assert not types["Standard_ND96asr_v4"].available
+    assert types["Standard_ND96asr_v4"].reason == "NotAvailableForSubscription"
+
+
+async def test_without_waiting_create_returns_at_once_and_reports_progress(
+        fake_arm: FakeARM, make_provisioner: MakeProvisioner) -> None:
+    """AKS_WAIT_FOR_CREATE=false: no worker held for minutes; the reconciler's next calls pick up the pool."""
+    fake_arm.op_seconds = 2.0
+    provisioner = await make_provisioner(aks_wait_for_create=False)
+    machine = gpu_machine("nowait-0")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    first = await provisioner.create(machine)
+    assert loop.time() - started < 1.0
+    assert first.provider_id == "" and not first.ready
+    assert "is Creating" in first.message and pool_name("nowait-0") in first.message
+    second = await provisioner.create(machine)
+    assert second.provider_id == "" and "is Creating" in second.message
+    await fake_arm.wait_idle()
+    done = await provisioner.create(machine)
+    assert done.ready
+    assert fake_arm.calls["PUT agentPool"] == 1
+    assert fake_arm.calls["GET operation"] == 0  # nothing polled the LRO: the reconciler's calls are the polls

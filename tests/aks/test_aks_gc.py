@@ -6,15 +6,12 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest
 from aks_support import MakeProvisioner, gpu_machine
 from fake_arm import FakeARM
 from kaito_provisioner_aks import pool_name
 from kubernetes_asyncio import client as k8s
 
-from kaito_core.api.crd import machine_crd
 from kaito_core.engine import Client
 
 
@@ -66,21 +63,6 @@ async def test_gc_without_a_view_of_the_machines_deletes_nothing(fake_arm: FakeA
     assert fake_arm.calls["DELETE agentPool"] == 0
 
 
-@pytest.fixture
-async def machine_crd_installed(kube_api: k8s.ApiClient) -> AsyncIterator[None]:
-    ext = k8s.ApiextensionsV1Api(kube_api)
-    crd = machine_crd()
-    with contextlib.suppress(k8s.ApiException):
-        await ext.create_custom_resource_definition(crd, _request_timeout=10)
-    async with asyncio.timeout(30):
-        while True:
-            got = await ext.read_custom_resource_definition(crd["metadata"]["name"], _request_timeout=10)
-            if any(c.type == "Established" and c.status == "True" for c in got.status.conditions or []):
-                break
-            await asyncio.sleep(0.2)
-    yield
-
-
 async def test_gc_lists_machines_from_the_cluster(fake_arm: FakeARM, make_provisioner: MakeProvisioner,
                                                   kube_api: k8s.ApiClient, machine_crd_installed: None,
                                                   arm_kube: Client) -> None:
@@ -98,3 +80,14 @@ async def test_gc_lists_machines_from_the_cluster(fake_arm: FakeARM, make_provis
     finally:
         with contextlib.suppress(k8s.ApiException):
             await custom.delete_cluster_custom_object("kaito.sh", "v1alpha1", "machines", live, _request_timeout=10)
+
+
+async def test_the_periodic_collector_runs_when_configured(fake_arm: FakeARM, make_provisioner: MakeProvisioner,
+                                                          kube_api: k8s.ApiClient, machine_crd_installed: None,
+                                                          arm_kube: Client) -> None:
+    fake_arm.add_pool(pool_name("gone-2"), node_labels=_labels("gone-2", age=3600))
+    await make_provisioner(aks_gc_interval_seconds=0.3, aks_gc_grace_seconds=60)
+    async with asyncio.timeout(15):
+        await fake_arm.wait_for_call("DELETE agentPool")
+    await fake_arm.wait_idle()
+    assert pool_name("gone-2") not in fake_arm.pools

@@ -306,7 +306,7 @@ async def test_switching_inference_to_tuning_is_refused(env: Env) -> None:
     switched = copy.deepcopy(original)
     switched.pop("inference")
     switched["tuning"] = example("tuning_phi_3")["tuning"]
-    rc, out, err = await kubectl(env.cluster, "replace", "-n", env.plain_ns, "-f", "-", input=yaml.safe_dump(switched))
+    rc, _, err = await kubectl(env.cluster, "replace", "-n", env.plain_ns, "-f", "-", input=yaml.safe_dump(switched))
     assert rc != 0 and Messages.SWITCH_INFERENCE_TUNING in err, err
     assert any(e.message == Messages.SWITCH_INFERENCE_TUNING for e in validate_workspace(switched, original))
 
@@ -345,7 +345,7 @@ async def test_metadata_changes_pass_even_when_the_catalog_would_now_refuse(env:
 
 
 async def test_machine_crd(env: Env) -> None:
-    machine = {
+    machine: Doc = {
         "apiVersion": "kaito.sh/v1alpha1", "kind": "Machine",
         "metadata": {"name": f"m-{env.plain_ns}", "labels": {"kaito.sh/workspace": "w",
                                                             "kaito.sh/workspacenamespace": env.plain_ns}},

@@ -35,7 +35,6 @@ def free_port() -> int:
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Phi-3 architecture, hidden 64, 2 layers, random weights; tokenizer trained on the fly."""
     import torch
-
     from kaito_presets.runtime.tiny import build_tiny_model
 
     torch.set_num_threads(1)
@@ -211,8 +210,16 @@ def serve(model: Path, adapters_dir: Path, **extra: Any) -> Any:
 
     cfg = load_config(
         None,
-        {"model": str(model), "served_model_name": "tiny-phi3", "adapters_dir": str(adapters_dir),
-         "device_map": "cpu", "dtype": "float32", "max_model_len": 256, "max_new_tokens_limit": 64, **extra},
+        {
+            "model": str(model),
+            "served_model_name": "tiny-phi3",
+            "adapters_dir": str(adapters_dir),
+            "device_map": "cpu",
+            "dtype": "float32",
+            "max_model_len": 256,
+            "max_new_tokens_limit": 64,
+            **extra,
+        },
     )
     server = ServerThread(create_app(create_backend(cfg), cfg)).start()
     wait_healthy(server.url)

@@ -54,7 +54,7 @@ def sse_events(resp: Any) -> list[Any]:
         if not line:
             continue
         assert line.startswith("data: "), line
-        payload = line[len("data: "):]
+        payload = line[len("data: ") :]
         events.append(payload if payload == "[DONE]" else json.loads(payload))
     return events
 
@@ -81,8 +81,12 @@ def test_chat_with_messages_and_generate_kwargs(client: Any) -> None:
 
 
 def test_openai_chat_completions_stream_equals_non_stream(client: Any) -> None:
-    req = {"model": "tiny-phi3", "messages": [{"role": "user", "content": "What is the capital of France?"}],
-           "max_tokens": 12, **GREEDY}
+    req = {
+        "model": "tiny-phi3",
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        "max_tokens": 12,
+        **GREEDY,
+    }
     r = client.post("/v1/chat/completions", json=req)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -91,8 +95,9 @@ def test_openai_chat_completions_stream_equals_non_stream(client: Any) -> None:
     assert choice["message"]["role"] == "assistant" and choice["finish_reason"] in ("stop", "length")
     assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
 
-    with client.stream("POST", "/v1/chat/completions",
-                       json={**req, "stream": True, "stream_options": {"include_usage": True}}) as s:
+    with client.stream(
+        "POST", "/v1/chat/completions", json={**req, "stream": True, "stream_options": {"include_usage": True}}
+    ) as s:
         assert s.status_code == 200
         events = sse_events(s)
     assert events[-1] == "[DONE]"
@@ -143,10 +148,18 @@ def test_models(client: Any) -> None:
         ("/v1/chat/completions", {"messages": [{"role": "user", "content": ""}]}, 400, "empty_prompt"),
         ("/v1/chat/completions", {"messages": []}, 400, "empty_messages"),
         ("/v1/chat/completions", {"messages": [{"role": "wizard", "content": "hi"}]}, 400, "invalid_request"),
-        ("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}, 404,
-         "model_not_found"),
-        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 65}, 400,
-         "max_tokens_exceeded"),
+        (
+            "/v1/chat/completions",
+            {"model": "nope", "messages": [{"role": "user", "content": "hi"}]},
+            404,
+            "model_not_found",
+        ),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 65},
+            400,
+            "max_tokens_exceeded",
+        ),
         ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "n": 2}, 400, "unsupported_n"),
         ("/v1/completions", {"prompt": ""}, 400, "empty_prompt"),
         ("/v1/completions", {"prompt": "hi " * 250, "max_tokens": 60}, 400, "context_length_exceeded"),
@@ -174,9 +187,17 @@ def test_metrics_count_requests_and_tokens(client: Any) -> None:
     for _ in range(3):
         r = client.post("/chat", json={"prompt": "count me", "generate_kwargs": {"max_new_tokens": 4, **GREEDY}})
         usages.append(r.json()["usage"])
-    with client.stream("POST", "/v1/chat/completions", json={
-        "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": True,
-        "stream_options": {"include_usage": True}, **GREEDY}) as s:
+    with client.stream(
+        "POST",
+        "/v1/chat/completions",
+        json={
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 3,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **GREEDY,
+        },
+    ) as s:
         stream_usage = sse_events(s)[-2]["usage"]
     client.post("/chat", json={"prompt": ""})
     after = client.get("/metrics").text
@@ -188,9 +209,11 @@ def test_metrics_count_requests_and_tokens(client: Any) -> None:
     assert delta("kaito_inference_requests_total", route="/chat", status="400") == 1
     assert delta("kaito_inference_requests_total", route="/v1/chat/completions", status="200") == 1
     assert delta("kaito_inference_prompt_tokens_total", model="tiny-phi3") == (
-        sum(u["prompt_tokens"] for u in usages) + stream_usage["prompt_tokens"])
+        sum(u["prompt_tokens"] for u in usages) + stream_usage["prompt_tokens"]
+    )
     assert delta("kaito_inference_generation_tokens_total", model="tiny-phi3") == (
-        sum(u["completion_tokens"] for u in usages) + stream_usage["completion_tokens"])
+        sum(u["completion_tokens"] for u in usages) + stream_usage["completion_tokens"]
+    )
     assert delta("kaito_inference_time_to_first_token_seconds_count", route="/chat") == 3
     assert delta("kaito_inference_time_to_first_token_seconds_count", route="/v1/chat/completions") == 1
     assert delta("kaito_inference_request_latency_seconds_count", route="/chat") == 3
@@ -199,7 +222,6 @@ def test_metrics_count_requests_and_tokens(client: Any) -> None:
 
 def test_health_is_503_until_loaded_then_200(tiny_model: Path, tmp_path: Path) -> None:
     import httpx
-
     from kaito_presets.runtime.inference.config import load_config
     from kaito_presets.runtime.inference.server import ServerThread, create_app
     from kaito_presets.runtime.inference.transformers_backend import TransformersBackend
@@ -228,7 +250,6 @@ def test_health_is_503_until_loaded_then_200(tiny_model: Path, tmp_path: Path) -
 
 def test_failed_load_reports_503_with_the_reason(tmp_path: Path) -> None:
     import httpx
-
     from kaito_presets.runtime.inference.base import create_backend
     from kaito_presets.runtime.inference.config import load_config
     from kaito_presets.runtime.inference.server import ServerThread, create_app
@@ -244,7 +265,6 @@ def test_failed_load_reports_503_with_the_reason(tmp_path: Path) -> None:
 
 def test_an_internal_error_is_a_500_without_traceback(tiny_model: Path, tmp_path: Path) -> None:
     import httpx
-
     from kaito_presets.runtime.inference.config import load_config
     from kaito_presets.runtime.inference.server import ServerThread, create_app
     from kaito_presets.runtime.inference.transformers_backend import TransformersBackend
@@ -261,8 +281,11 @@ def test_an_internal_error_is_a_500_without_traceback(tiny_model: Path, tmp_path
         assert r.status_code == 500
         assert r.json()["error"]["code"] == "internal_error"
         assert "Traceback" not in r.text and "secret internal detail" not in r.text
-        with httpx.stream("POST", f"{srv.url}/v1/chat/completions", json={
-                "messages": [{"role": "user", "content": "boom"}], "stream": True}) as s:
+        with httpx.stream(
+            "POST",
+            f"{srv.url}/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "boom"}], "stream": True},
+        ) as s:
             events = sse_events(s)
         assert events[-1] == "[DONE]" and "error" in events[-2]
         assert "secret internal detail" not in json.dumps(events)
@@ -272,10 +295,68 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
     from kaito_presets.runtime.inference.config import load_config
 
     f = tmp_path / "inference_config.yaml"
-    f.write_text("max_probe_steps: 6\nserved_model_name: phi-3\nmax_new_tokens: 64\nvllm:\n  gpu-memory-utilization: 0.8\n"
-                 "transformers:\n  device_map: cpu\n")
+    f.write_text(
+        "max_probe_steps: 6\nserved_model_name: phi-3\nmax_new_tokens: 64\nvllm:\n  gpu-memory-utilization: 0.8\n"
+        "transformers:\n  device_map: cpu\n"
+    )
     cfg = load_config(f, {"max_new_tokens": 32, "port": None, "combination_type": "svd"})
     assert cfg.model_name == "phi-3" and cfg.max_new_tokens == 32
     assert cfg.vllm == {"gpu-memory-utilization": 0.8}
     assert cfg.transformers.device_map == "cpu" and cfg.transformers.combination_type == "svd"
     assert load_config(None, {"model": "/workspace/weights/"}).model_name == "weights"
+
+
+def test_the_pod_command_line_serves(tiny_model: Path, tmp_path: Path) -> None:
+    """``python -m kaito_presets.runtime.inference --config ... --model ...`` as the pod runs it."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    from .conftest import free_port
+
+    config = tmp_path / "config" / "inference_config.yaml"
+    config.parent.mkdir()
+    config.write_text("max_probe_steps: 6\ndtype: float32\nmax_model_len: 128\ntransformers:\n  device_map: cpu\n")
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "kaito_presets.runtime.inference",
+        "--config",
+        str(config),
+        "--model",
+        str(tiny_model),
+        "--served-model-name",
+        "phi-3-mini-4k-instruct",
+        "--adapters-dir",
+        str(tmp_path / "none"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the server never became healthy"
+            time.sleep(0.2)
+        r = httpx.post(f"{url}/chat", json={"prompt": "YOUR QUESTION HERE"}, timeout=60)
+        assert r.status_code == 200 and r.json()["Result"].startswith("YOUR QUESTION HERE")
+        assert httpx.get(f"{url}/v1/models").json()["data"][0]["id"] == "phi-3-mini-4k-instruct"
+        r = httpx.post(f"{url}/chat", json={"prompt": "x " * 200}, timeout=60)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()

@@ -57,9 +57,8 @@ def test_adapter_changes_logits_and_strength_zero_is_the_base_model(
     tiny_model: Path, lora_adapter: Path, tmp_path: Path
 ) -> None:
     import torch
-    from transformers import AutoTokenizer
-
     from kaito_presets.runtime.adapters import apply_adapters, discover_adapters
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model, local_files_only=True)
     base = _logits(_base(tiny_model), tokenizer)
@@ -81,10 +80,9 @@ def test_adapter_changes_logits_and_strength_zero_is_the_base_model(
 
 def test_strength_one_combined_equals_the_plain_adapter(tiny_model: Path, lora_adapter: Path, tmp_path: Path) -> None:
     import torch
+    from kaito_presets.runtime.adapters import apply_adapters, discover_adapters
     from peft import PeftModel
     from transformers import AutoTokenizer
-
-    from kaito_presets.runtime.adapters import apply_adapters, discover_adapters
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model, local_files_only=True)
     plain = PeftModel.from_pretrained(_base(tiny_model), str(lora_adapter)).eval()
@@ -101,18 +99,23 @@ def test_bad_strength_is_a_clear_error(lora_adapter: Path, tmp_path: Path) -> No
         discover_adapters(root, env={"a": "strong"})
 
 
-def test_qlora_run_on_cpu(tiny_model: Path, seed_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_qlora_run_on_cpu(
+    tiny_model: Path, seed_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Real 4-bit nf4 QLoRA through bitsandbytes' CPU backend, driven by the CLI entry point."""
     import torch
-    from transformers import AutoTokenizer
-
     from kaito_presets.runtime.adapters import apply_adapters, discover_adapters
     from kaito_presets.runtime.tuning.__main__ import main
+    from transformers import AutoTokenizer
 
     out = tmp_path / "results"
     over = cpu_overrides(tiny_model, seed_data_dir, out, lr=0.05, steps=4)
     config = tmp_path / "training_config.yaml"
-    config.write_text(yaml.safe_dump({"training_config": {k: over[k] for k in ("ModelConfig", "QuantizationConfig", "TrainingArguments")}}))
+    config.write_text(
+        yaml.safe_dump(
+            {"training_config": {k: over[k] for k in ("ModelConfig", "QuantizationConfig", "TrainingArguments")}}
+        )
+    )
     assert main(["--method", "qlora", "--config", str(config), "--data", str(seed_data_dir)]) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     kinds = [e["event"] for e in events]
@@ -146,7 +149,6 @@ def test_qlora_really_quantizes(tiny_model: Path) -> None:
 
 def test_training_progress_reaches_metrics(tiny_model: Path, tmp_path: Path) -> None:
     import httpx
-
     from kaito_presets.runtime.tuning.config import load_training_config
     from kaito_presets.runtime.tuning.train import run
 
@@ -155,13 +157,17 @@ def test_training_progress_reaches_metrics(tiny_model: Path, tmp_path: Path) -> 
     data = tmp_path / "data"
     (data).mkdir()
     (data / "train.jsonl").write_text(
-        "\n".join(json.dumps({"prompt": f"Count to {i}:", "completion": " ".join(map(str, range(i)))}) for i in range(1, 9))
+        "\n".join(
+            json.dumps({"prompt": f"Count to {i}:", "completion": " ".join(map(str, range(i)))}) for i in range(1, 9)
+        )
     )
     port = free_port()
     cfg = load_training_config(None, "lora", cpu_overrides(tiny_model, data, tmp_path / "out", steps=2))
     run(cfg, metrics_port=port)
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line.startswith("kaito_tuning")}
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line.startswith("kaito_tuning")
+    }
     assert values["kaito_tuning_step"] == 2
     assert values["kaito_tuning_completed"] == 1
     assert values["kaito_tuning_loss"] > 0
@@ -172,7 +178,6 @@ def test_training_progress_reaches_metrics(tiny_model: Path, tmp_path: Path) -> 
 
 def test_dataset_shapes_and_formats(tmp_path: Path) -> None:
     import pandas as pd
-
     from kaito_presets.runtime.tuning.config import DatasetConfig
     from kaito_presets.runtime.tuning.data import load_dataset
 
@@ -223,3 +228,32 @@ def test_templates_and_config_overlay(tmp_path: Path) -> None:
     assert not load_training_config(None, "lora").quantization.enabled
     with pytest.raises(ValueError, match="unknown tuning method"):
         load_training_config(None, "full")  # type: ignore[arg-type]
+
+
+def test_image_volume_layout_is_discovered(lora_adapter: Path, tmp_path: Path) -> None:
+    """An adapter image mounted as a Kubernetes image volume keeps its files under data/."""
+    from kaito_presets.runtime.adapters import discover_adapters
+
+    _adapter_dir(tmp_path / "adapter" / "phi-3-adapter", "data", lora_adapter)
+    [spec] = discover_adapters(tmp_path / "adapter", env={"phi-3-adapter": "0.25"})
+    assert spec.name == "phi-3-adapter" and spec.strength == 0.25
+    assert spec.path == tmp_path / "adapter" / "phi-3-adapter" / "data"
+
+
+def test_a_failed_run_leaves_a_failure_marker_and_exits_1(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kaito_presets.runtime.tuning.__main__ import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "d.csv").write_text("question,answer\nq,a\n")
+    out = tmp_path / "results"
+    rc = main(
+        ["--config", str(tmp_path / "none.yaml"), "--model", str(tiny_model), "--data", str(data), "--output", str(out)]
+    )
+    assert rc == 1
+    failed = json.loads((out / "fine_tuning_failed.txt").read_text())
+    assert "found columns ['question', 'answer']" in failed["error"]
+    assert not (out / "fine_tuning_completed.txt").exists()
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["event"] == "failed"

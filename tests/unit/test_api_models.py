@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-import kaito_core.api as api
+from kaito_core import api
 from kaito_core.api import (
     GPU_TAINT,
     LABEL_WORKSPACE,
@@ -89,7 +89,7 @@ def test_missing_resource_is_a_validation_error() -> None:
 
 
 def test_machine_round_trip_and_workspace_labels() -> None:
-    doc = {
+    doc: dict[str, Any] = {
         "apiVersion": "kaito.sh/v1alpha1", "kind": "Machine",
         "metadata": {"name": "ws-abc", "labels": {LABEL_WORKSPACE: "w", LABEL_WORKSPACE_NAMESPACE: "ns"},
                      "finalizers": [api.MACHINE_FINALIZER]},

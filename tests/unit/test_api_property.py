@@ -54,6 +54,53 @@ near_valid = st.builds(
 )
 
 
+def field(plausible: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Mostly a plausible value, sometimes anything at all (so some documents parse)."""
+    return st.integers(0, 24).flatmap(lambda pick: documents if pick == 0 else plausible)
+
+
+def obj(required: tuple[str, ...] = (), **fields: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return field(st.fixed_dictionaries({k: field(v) for k, v in fields.items() if k in required},
+                                       optional={k: field(v) for k, v in fields.items() if k not in required}))
+
+
+texts = st.one_of(st.sampled_from(WORDS), st.text(max_size=10))
+names = st.one_of(st.sampled_from(["a", "phi-3-adapter", "A_B", "x" * 70, ""]), st.text(max_size=8))
+urls = st.one_of(st.sampled_from(WORDS), st.builds(lambda s, h, p: f"{s}://{h}/{p}",
+                                                   st.sampled_from(["http", "https", "ftp", "HTTP"]),
+                                                   st.one_of(st.sampled_from(["127.1", "[::1]", "10.0.0.1",
+                                                                              "example.com", "[fe80::1%25x]",
+                                                                              "0x7f.1", "1.2.3.4:99999", ""]),
+                                                             st.text(max_size=10)),
+                                                   st.text(max_size=5)))
+strengths = st.one_of(st.sampled_from(["0", "0.5", "1", "1.0", "1.5", "-0", "nan", "inf", "1e400", "high",
+                                       " .5 ", "1_0", "+1"]), st.text(max_size=6))
+presets = obj(("name",), name=st.sampled_from(["phi-3-mini-4k-instruct", "phi-3-mini-128k-instruct", "falcon-40b",
+                                    "llama-3.1-8b-instruct", "phi-3-mini", "PHI-4"]),
+              accessMode=st.sampled_from(["public", "private"]),
+              presetOptions=obj(image=texts, imagePullSecrets=st.lists(texts, max_size=2),
+                                modelAccessSecret=texts))
+sources = obj(name=names, image=texts, urls=st.lists(urls, max_size=3),
+              volumeSource=st.dictionaries(texts, documents, max_size=2), imagePullSecrets=st.lists(texts, max_size=2))
+shaped = st.fixed_dictionaries(
+    {"resource": obj(("labelSelector",), count=st.integers(0, 3), instanceType=st.sampled_from(
+        ["Standard_NC6s_v3", "standard_nc4as_t4_v3", "Standard_NC24ads_A100_v4", "g5.xlarge", "nope"]),
+        labelSelector=obj(matchLabels=st.dictionaries(texts, texts, max_size=2)),
+        preferredNodes=st.lists(texts, max_size=2))},
+    optional={
+        "apiVersion": st.sampled_from(["kaito.sh/v1alpha1", "kaito.sh/v1beta1", "v1"]),
+        "kind": st.sampled_from(["Workspace", "Machine"]),
+        "metadata": obj(name=names, annotations=st.dictionaries(
+            st.sampled_from(["kaito.sh/runtime", "kaito.sh/bypass-resource-checks", "x"]), texts, max_size=2)),
+        "inference": obj(preset=presets, template=st.dictionaries(texts, documents, max_size=2), config=texts,
+                         adapters=st.lists(obj(source=sources, strength=strengths), max_size=12)),
+        "tuning": obj(preset=presets, method=st.sampled_from(["lora", "qlora"]), config=texts,
+                      input=sources, output=obj(image=texts, imagePushSecret=texts,
+                                                volumeSource=st.dictionaries(texts, documents, max_size=2))),
+    },
+)
+
+
 def _checks(doc: Any, old: Any) -> None:
     errors = validate_workspace(doc, old)
     assert isinstance(errors, list) and all(isinstance(e, FieldError) for e in errors)
@@ -69,13 +116,19 @@ def _checks(doc: Any, old: Any) -> None:
     assert answer["allowed"] is (not errors) or old is not None
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(doc=documents, old=st.one_of(st.none(), documents))
 def test_random_documents_never_crash_the_validator(doc: Any, old: Any) -> None:
     _checks(doc, old)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(doc=near_valid, old=st.one_of(st.none(), near_valid, st.sampled_from(EXAMPLES)))
 def test_near_valid_documents_never_crash_the_validator(doc: Any, old: Any) -> None:
+    _checks(doc, old)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=shaped, old=st.one_of(st.none(), shaped))
+def test_workspace_shaped_documents_never_crash_the_validator(doc: Any, old: Any) -> None:
     _checks(doc, old)

@@ -44,7 +44,7 @@ def tuning() -> Doc:
     return example("tuning_phi_3")
 
 
-def with_(base: Callable[[], Doc], change: Callable[[Doc], None]) -> Doc:
+def with_(base: Callable[[], Doc], change: Callable[[Doc], Any]) -> Doc:
     doc = base()
     change(doc)
     return doc

@@ -25,7 +25,7 @@ def review(obj: Any, *, operation: str = "CREATE", old: Any = None, kind: str = 
 
 
 def bad_instance() -> dict[str, Any]:
-    doc = yaml.safe_load(yaml.safe_dump(EXAMPLE))
+    doc: dict[str, Any] = yaml.safe_load(yaml.safe_dump(EXAMPLE))
     doc["resource"]["instanceType"] = "Standard_NC4as_T4_v3"
     doc["inference"]["preset"]["name"] = "phi-3-medium-4k-instruct"
     return doc

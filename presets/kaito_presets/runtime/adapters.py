@@ -1,7 +1,8 @@
 """Load LoRA adapters mounted under ``/mnt/adapter/<name>`` and combine them into one weighted adapter.
 
 Layout: one directory per adapter, named after the Workspace's ``inference.adapters[].source.name``,
-holding ``adapter_config.json`` and ``adapter_model.safetensors`` (what ``oci pull`` writes).
+holding ``adapter_config.json`` and ``adapter_model.safetensors`` (what ``oci pull`` writes), or holding
+``data/adapter_config.json`` … (the adapter image mounted directly as a Kubernetes image volume).
 
 Strength of each adapter (``inference.adapters[].strength``), read from the environment:
 
@@ -80,12 +81,16 @@ def discover_adapters(
     for d in sorted(root.iterdir()):
         if not d.is_dir() or d.name.startswith("."):
             continue
+        if not (d / "adapter_config.json").is_file() and (d / "data" / "adapter_config.json").is_file():
+            # The adapter image mounted as-is (a Kubernetes image volume): its files sit under data/.
+            d = d / "data"  # noqa: PLW2901
         if not (d / "adapter_config.json").is_file():
             log.warning("skipping %s: no adapter_config.json", d)
             continue
         if not any((d / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
             raise AdapterError(f"adapter {d.name!r} in {d} has no adapter_model.safetensors")
-        specs.append(AdapterSpec(name=d.name, path=d, strength=adapter_strength(d.name, env)))
+        name = d.parent.name if d.name == "data" and d.parent.parent == root else d.name
+        specs.append(AdapterSpec(name=name, path=d, strength=adapter_strength(name, env)))
     return specs
 
 

@@ -23,9 +23,10 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 log = logging.getLogger("kaito.download")
@@ -119,7 +120,9 @@ def _filename(url: str, disposition: str | None, index: int) -> str:
     return name or f"data-{index}"
 
 
-def _fetch_once(url: str, dest_dir: Path, index: int, policy: Policy, timeout: float) -> Path:
+def _fetch_once(
+    url: str, dest_dir: Path, index: int, policy: Policy, timeout: float, *, avoid: Collection[str] = ()
+) -> Path:
     current = url
     for _ in range(MAX_REDIRECTS + 1):
         parts = urlsplit(current)
@@ -127,12 +130,12 @@ def _fetch_once(url: str, dest_dir: Path, index: int, policy: Policy, timeout: f
             raise RefusedTarget(f"refusing {current!r}: only http(s) URLs with a host are fetched")
         port = parts.port or (443 if parts.scheme == "https" else 80)
         _resolve(parts.hostname, port, policy)
-        conn: http.client.HTTPConnection
+        conn: _CheckedHTTPConnection | _CheckedHTTPSConnection
         if parts.scheme == "https":
             conn = _CheckedHTTPSConnection(parts.hostname, port, timeout=timeout, context=ssl.create_default_context())
         else:
             conn = _CheckedHTTPConnection(parts.hostname, port, timeout=timeout)
-        conn.policy = policy  # type: ignore[attr-defined]
+        conn.policy = policy
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         try:
             conn.request("GET", path, headers={"User-Agent": "kaito-downloader/1", "Accept-Encoding": "identity"})
@@ -157,7 +160,10 @@ def _fetch_once(url: str, dest_dir: Path, index: int, policy: Policy, timeout: f
             length = resp.getheader("Content-Length")
             if length and length.isdigit() and int(length) > policy.max_bytes:
                 raise TooLarge(f"{url}: {int(length)} bytes is over the limit of {policy.max_bytes}")
-            target = dest_dir / _filename(current, resp.getheader("Content-Disposition"), index)
+            name = _filename(current, resp.getheader("Content-Disposition"), index)
+            if name in avoid:  # another URL of the same batch already wrote this name: keep both
+                name = f"{index}-{name}"
+            target = dest_dir / name
             tmp = target.with_name(f".{target.name}.part")
             got = 0
             try:
@@ -194,6 +200,7 @@ def download(
     backoff: float = 1.0,
     timeout: float = 60.0,
     allow_networks: Iterable[str] = (),
+    avoid: Collection[str] = (),
 ) -> Path:
     """Fetch one URL into ``dest_dir``; return the file written."""
     policy = Policy(max_bytes=max_bytes, allow_networks=_networks(allow_networks))
@@ -202,7 +209,7 @@ def download(
     last: Exception | None = None
     for attempt in range(1, attempts + 1):
         try:
-            path = _fetch_once(url, dest, index, policy, timeout)
+            path = _fetch_once(url, dest, index, policy, timeout, avoid=avoid)
             log.info("downloaded %s -> %s (%d bytes)", url, path, path.stat().st_size)
             return path
         except _Retryable as exc:
@@ -213,15 +220,11 @@ def download(
     raise DownloadError(f"giving up on {url} after {attempts} attempts: {last}")
 
 
-def download_all(urls: Sequence[str], dest_dir: str | os.PathLike[str], **kwargs: object) -> list[Path]:
+def download_all(urls: Sequence[str], dest_dir: str | os.PathLike[str], **kwargs: Any) -> list[Path]:
+    """Fetch every URL in order; two URLs with the same file name both survive (``<i>-<name>``)."""
     paths: list[Path] = []
     for i, url in enumerate(urls):
-        path = download(url, dest_dir, index=i, **kwargs)  # type: ignore[arg-type]
-        if path in paths:  # two URLs with the same file name: keep both
-            renamed = path.with_name(f"{i}-{path.name}")
-            path.replace(renamed)
-            path = renamed
-        paths.append(path)
+        paths.append(download(url, dest_dir, index=i, avoid={p.name for p in paths}, **kwargs))
     return paths
 
 

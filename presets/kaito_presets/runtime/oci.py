@@ -197,6 +197,18 @@ def _registry(ref: ImageRef, docker_config: dict[str, Any], insecure: bool):  # 
     return reg
 
 
+def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run an oras call; its exceptions become an OCIError that says what failed."""
+    try:
+        return fn(*args, **kwargs)
+    except OCIError:
+        raise
+    except Exception as exc:
+        text = str(exc)
+        hint = " (check the registry secret's credentials)" if "UNAUTHORIZED" in text or "401" in text else ""
+        raise OCIError(f"{what} failed: {text[:300]}{hint}") from exc
+
+
 def _check(resp: Any, what: str) -> None:
     if resp.status_code not in (200, 201, 202):
         hint = " (check the push secret's credentials)" if resp.status_code in (401, 403) else ""
@@ -248,15 +260,21 @@ def push_adapter(
             "digest": "sha256:" + hashlib.sha256(config_blob).hexdigest(),
             "size": len(config_blob),
         }
-        _check(reg.upload_blob(str(layer_path), container, layer), "uploading the adapter layer")
-        _check(reg.upload_blob(str(config_path), container, config), "uploading the image config")
+        _check(
+            _call("uploading the adapter layer", reg.upload_blob, str(layer_path), container, layer),
+            "uploading the adapter layer",
+        )
+        _check(
+            _call("uploading the image config", reg.upload_blob, str(config_path), container, config),
+            "uploading the image config",
+        )
         manifest = oras.oci.NewManifest()
         manifest["mediaType"] = MANIFEST_MEDIA_TYPE
         manifest["config"] = config
         manifest["layers"] = [layer]
         manifest["annotations"] = {MODEL_NAME_ANNOTATION: model_name}
         manifest.pop("artifactType", None)
-        resp = reg.upload_manifest(manifest, container)
+        resp = _call(f"pushing the manifest of {ref}", reg.upload_manifest, manifest, container)
         _check(resp, f"pushing the manifest of {ref}")
     body = json.dumps(manifest).encode()
     manifest_digest: str = resp.headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
@@ -309,7 +327,7 @@ def pull_adapter(
     with tempfile.TemporaryDirectory(prefix="kaito-oci-") as tmp:
         for i, layer in enumerate(layers):
             blob = Path(tmp) / f"layer{i}.tar.gz"
-            resp = reg.get_blob(container, layer["digest"], stream=True)
+            resp = _call(f"downloading layer {layer['digest']}", reg.get_blob, container, layer["digest"], stream=True)
             _check(resp, f"downloading layer {layer['digest']}")
             h = hashlib.sha256()
             with blob.open("wb") as fh:
@@ -327,9 +345,11 @@ def pull_adapter(
     return manifest
 
 
-def _wait_for(path: Path, timeout: float, poll: float = 5.0) -> None:
+def _wait_for(path: Path, timeout: float, poll: float = 5.0, fail_marker: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
+        if fail_marker is not None and fail_marker.exists():
+            raise OCIError(f"not pushing: the tuning job failed ({fail_marker}: {fail_marker.read_text()[:300]})")
         if time.monotonic() > deadline:
             raise OCIError(f"gave up after {timeout:.0f}s waiting for {path}")
         time.sleep(poll)
@@ -344,6 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_push.add_argument("--model-name", required=True, help="base model (annotation sh.kaito.model.name)")
     p_push.add_argument("--wait-for", type=Path, help="wait until this file exists (the completion marker)")
     p_push.add_argument("--wait-timeout", type=float, default=7 * 24 * 3600)
+    p_push.add_argument("--fail-marker", type=Path, help="stop waiting (exit 1) when this file appears")
+    p_push.add_argument("--poll", type=float, default=5.0, help="seconds between checks of the markers")
     p_pull = sub.add_parser("pull", help="pull an adapter image into a directory")
     p_pull.add_argument("--image", required=True)
     p_pull.add_argument("--dest", required=True)
@@ -355,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.cmd == "push":
             if args.wait_for:
-                _wait_for(args.wait_for, args.wait_timeout)
+                _wait_for(args.wait_for, args.wait_timeout, args.poll, args.fail_marker)
             digest = push_adapter(
                 args.src,
                 args.image,

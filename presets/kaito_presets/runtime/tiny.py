@@ -45,7 +45,7 @@ def build_tokenizer(vocab_size: int = 384):  # type: ignore[no-untyped-def]
         show_progress=False,
     )
     tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok,
         bos_token="<|endoftext|>",
         eos_token="<|end|>",
@@ -82,7 +82,7 @@ def build_tiny_model(out_dir: str | Path, *, hidden_size: int = 64, layers: int 
     )
     torch.manual_seed(seed)
     model = Phi3ForCausalLM(config)
-    model.generation_config = GenerationConfig(
+    model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

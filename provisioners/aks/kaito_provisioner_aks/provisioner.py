@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import dataclasses
 import datetime
 import time
 from collections.abc import Iterable, Mapping
@@ -102,6 +103,11 @@ def _taint_string(taint: Mapping[str, Any]) -> str:
 
 def _state(pool: AgentPool) -> str:
     return str(pool.provisioning_state or "").lower()
+
+
+def _transitional(pool: AgentPool) -> bool:
+    """Creating, Updating, Scaling...: not settled, not being deleted."""
+    return _state(pool) not in (_SUCCEEDED, _FAILED, _CANCELED, _DELETING)
 
 
 class AKSProvisioner:
@@ -267,7 +273,7 @@ class AKSProvisioner:
         """GET until the pool leaves its transitional state (a create we did not start, or lost track of)."""
         while True:
             pool = await self._get_pool(name)
-            if pool is None or _state(pool) in (_SUCCEEDED, _FAILED, _CANCELED):
+            if pool is None or not _transitional(pool):
                 return pool
             if time.monotonic() >= deadline:
                 raise RetryableError(f"agent pool {name} is still {pool.provisioning_state} after "
@@ -288,7 +294,8 @@ class AKSProvisioner:
         assert last is not None
         raise last
 
-    async def _begin_create(self, name: str, view: MachineView, deadline: float) -> AgentPool | None:
+    async def _begin_create(self, name: str, view: MachineView, deadline: float, *, wait: bool = True
+                            ) -> AgentPool | None:
         vm_size, info = await self._check_sizes(view)
         body = self.pool_body(view, vm_size)
         s = self.settings
@@ -299,12 +306,14 @@ class AKSProvisioner:
         except HttpResponseError as exc:
             if is_operation_in_progress(exc):
                 self._info("agent pool create already in progress", pool=name, machine=view.name)
-                return await self._wait_pool(name, deadline)
+                return await self._wait_pool(name, deadline) if wait else await self._get_pool(name)
             raise map_arm_error(exc, action=action) from exc
         except AzureError as exc:
             raise map_arm_error(exc, action=action) from exc
         self.catalog.reserve(info)
         self._info("agent pool create started", pool=name, machine=view.name, vm_size=vm_size)
+        if not wait:  # the poller only polls when awaited: dropping it leaves nothing running
+            return await self._get_pool(name)
         try:
             return await asyncio.wait_for(poller.result(), timeout=max(1.0, deadline - time.monotonic()))
         except TimeoutError as exc:
@@ -333,7 +342,7 @@ class AKSProvisioner:
                                  after=s.aks_poll_interval_seconds) from exc
         except AzureError as exc:
             raise map_arm_error(exc, action=action) from exc
-        self._info("agent pool deleted", pool=name)
+        self._info("agent pool gone", pool=name)
 
     # -- Kubernetes side
 
@@ -370,24 +379,41 @@ class AKSProvisioner:
             created_at=_parse_timestamp(labels.get(CREATED_LABEL)),
         )
 
+    def _being_deleted(self, name: str, view: MachineView) -> RetryableError:
+        return RetryableError(f"agent pool {name} for Machine {view.name} is being deleted; a new one is made "
+                              "once it is gone", after=self.settings.aks_poll_interval_seconds)
+
+    def _pending(self, pool: AgentPool) -> NodeRef:
+        """A create in progress: no providerID yet; the reconciler calls again (AKS_WAIT_FOR_CREATE=false)."""
+        ref = self._ref(pool, None)
+        message = (f"agent pool {pool.name} ({pool.vm_size}) is {pool.provisioning_state} in cluster "
+                   f"{self.settings.azure_cluster_name}")
+        return dataclasses.replace(ref, message=message)
+
     # -- the protocol
 
     async def create(self, machine: Any) -> NodeRef:
         view = view_machine(machine)
         name = pool_name(view.name)
         deadline = time.monotonic() + self.settings.aks_create_timeout_seconds
+        wait = self.settings.aks_wait_for_create
         pool = await self._get_pool(name)
         if pool is not None and _state(pool) == _DELETING:
-            raise RetryableError(f"agent pool {name} for Machine {view.name} is being deleted; "
-                                 "a new one is made once it is gone", after=self.settings.aks_poll_interval_seconds)
-        if pool is not None and _state(pool) not in (_SUCCEEDED, _FAILED, _CANCELED):
+            raise self._being_deleted(name, view)
+        if pool is not None and _transitional(pool):
+            if not wait:
+                return self._pending(pool)
             self._info("agent pool already being created; waiting for it", pool=name, machine=view.name,
                        state=pool.provisioning_state)
             pool = await self._wait_pool(name, deadline)
         if pool is None:
-            pool = await self._begin_create(name, view, deadline)
+            pool = await self._begin_create(name, view, deadline, wait=wait)
             if pool is None:  # it vanished while we waited: a delete won the race
                 raise RetryableError(f"agent pool {name} disappeared while being created; will retry", after=5.0)
+            if _transitional(pool):
+                return self._pending(pool)
+        if _state(pool) == _DELETING:
+            raise self._being_deleted(name, view)
         if _state(pool) in (_FAILED, _CANCELED):
             detail = ""
             status = getattr(pool.properties, "status", None) if pool.properties is not None else None
@@ -398,7 +424,10 @@ class AKSProvisioner:
             raise RetryableError(f"agent pool {name} ({pool.vm_size}) for Machine {view.name} ended "
                                  f"{pool.provisioning_state}{detail}; deleted it so the next attempt starts afresh",
                                  after=30.0)
-        node = await self._wait_node(name)
+        node = await self._wait_node(name) if wait else await self._node_of_pool(name)
+        if node is None and self._kube is not None and not wait:
+            return dataclasses.replace(self._ref(pool, None), message=(
+                f"agent pool {name} ({pool.vm_size}) is ready; waiting for its node to register"))
         if node is None and self._kube is not None:
             raise RetryableError(f"agent pool {name} is ready but its node has not registered with the cluster "
                                  f"after {self.settings.aks_node_wait_seconds:.0f}s", after=10.0)
@@ -461,7 +490,11 @@ class AKSProvisioner:
         grace = self.settings.aks_gc_grace_seconds
         collected: builtins.list[str] = []
         s = self.settings
-        async for pool in self.aks.agent_pools.list(s.arm_resource_group, s.azure_cluster_name):
+        try:
+            pools = [pool async for pool in self.aks.agent_pools.list(s.arm_resource_group, s.azure_cluster_name)]
+        except AzureError as exc:
+            raise map_arm_error(exc, action=f"listing agent pools of {s.azure_cluster_name}") from exc
+        for pool in pools:
             labels = pool.node_labels or {}
             if labels.get(PROVISIONER_LABEL) != self.name or _state(pool) == _DELETING:
                 continue

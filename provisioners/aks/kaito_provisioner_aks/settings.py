@@ -82,6 +82,11 @@ class AKSSettings(BaseSettings):
     aks_create_timeout_seconds: float = Field(
         default=900.0, gt=0,
         description="AKS_CREATE_TIMEOUT_SECONDS: how long one create() waits for a pool before a RetryableError.")
+    aks_wait_for_create: bool = Field(
+        default=True,
+        description="AKS_WAIT_FOR_CREATE: create() waits for the pool, polling at ARM's Retry-After (holds one "
+        "reconcile worker for minutes); false: it returns at once with no providerID and the pool's state, and "
+        "the Machine reconciler calls again every poll interval (one GET each).")
     aks_node_wait_seconds: float = Field(
         default=60.0, ge=0,
         description="AKS_NODE_WAIT_SECONDS: after the pool succeeds, how long to wait for its Node to register.")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..adapters import AdapterSpec, apply_adapters, discover_adapters
-from .base import Backend, BackendError, Completion, Delta, SamplingParams, truncate_at_stop
+from .base import Backend, BackendError, Completion, Delta, FinishReason, SamplingParams, truncate_at_stop
 from .config import InferenceConfig
 
 log = logging.getLogger("kaito.inference.transformers")
@@ -210,6 +210,6 @@ class TransformersBackend(Backend):
         text = self.tokenizer.decode(out, skip_special_tokens=True)
         text, hit_stop = truncate_at_stop(text, params.stop)
         ended_eos = bool(out) and out[-1] in eos_ids
-        finish = "stop" if hit_stop or ended_eos or len(out) < params.max_new_tokens else "length"
+        finish: FinishReason = "stop" if hit_stop or ended_eos or len(out) < params.max_new_tokens else "length"
         done = Completion(text=text, prompt_tokens=len(ids), completion_tokens=len(out), finish_reason=finish)
         yield Delta(text[sent:], done=done)

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..adapters import AdapterSpec, discover_adapters
-from .base import Backend, BackendError, Completion, Delta, SamplingParams, truncate_at_stop
+from .base import Backend, BackendError, Completion, Delta, FinishReason, SamplingParams, truncate_at_stop
 from .config import InferenceConfig
 
 log = logging.getLogger("kaito.inference.vllm")
@@ -111,7 +111,7 @@ class VLLMBackend(Backend):
             raise BackendError("vLLM returned no output", status=500, code="internal_error")
         choice = final.outputs[0]
         text, _ = truncate_at_stop(choice.text, params.stop)
-        finish = "length" if choice.finish_reason == "length" else "stop"
+        finish: FinishReason = "length" if choice.finish_reason == "length" else "stop"
         yield Delta("", done=Completion(text, len(ids), len(choice.token_ids), finish))
 
     def close(self) -> None:  # pragma: no cover

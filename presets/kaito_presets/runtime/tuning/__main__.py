@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .config import DEFAULT_CONFIG_PATH, default_template, load_training_config
@@ -38,12 +39,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides.setdefault("TrainingArguments", {})["output_dir"] = args.output
     from .train import main_error, run
 
+    output_dir = Path(args.output) if args.output else None
     try:
         cfg = load_training_config(args.config, args.method, overrides)
+        output_dir = cfg.output_dir
         run(cfg, metrics_port=args.metrics_port)
     except Exception as exc:
         logging.getLogger("kaito.tuning").exception("tuning failed")
-        return main_error(exc)
+        return main_error(exc, output_dir)
     return 0
 
 

@@ -31,6 +31,7 @@ DEFAULT_MODEL_PATH = "/workspace/weights"
 DEFAULT_DATA_PATH = "/mnt/data"
 DEFAULT_OUTPUT_DIR = "/mnt/results"
 COMPLETION_MARKER = "fine_tuning_completed.txt"
+FAILURE_MARKER = "fine_tuning_failed.txt"
 
 Method = Literal["lora", "qlora"]
 

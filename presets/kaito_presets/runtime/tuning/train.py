@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import COMPLETION_MARKER, TARGET_MODULES, TrainingConfig
+from .config import COMPLETION_MARKER, FAILURE_MARKER, TARGET_MODULES, TrainingConfig
 from .data import load_dataset
 
 log = logging.getLogger("kaito.tuning")
@@ -49,7 +49,7 @@ class TuningMetrics:
 def _progress_callback(metrics: TuningMetrics) -> Any:
     from transformers import TrainerCallback
 
-    class Progress(TrainerCallback):  # type: ignore[misc]
+    class Progress(TrainerCallback):
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             metrics.max_steps.set(state.max_steps)
             emit("train_begin", max_steps=state.max_steps, epochs=args.num_train_epochs)
@@ -102,13 +102,14 @@ def run(cfg: TrainingConfig, *, metrics_port: int | None = None) -> Path:
     from peft import LoraConfig as PeftLoraConfig
     from peft import prepare_model_for_kbit_training
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]
 
     metrics = TuningMetrics(metrics_port)
     out_dir = cfg.output_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     marker = out_dir / COMPLETION_MARKER
     marker.unlink(missing_ok=True)
+    (out_dir / FAILURE_MARKER).unlink(missing_ok=True)
     mc = cfg.model_cfg
     model_path = mc.pretrained_model_name_or_path
     cuda = torch.cuda.is_available()
@@ -142,7 +143,7 @@ def run(cfg: TrainingConfig, *, metrics_port: int | None = None) -> Path:
     if qc.enabled:
         q = qc.model_dump()
         q["bnb_4bit_compute_dtype"] = _dtype(q["bnb_4bit_compute_dtype"])
-        model_kwargs["quantization_config"] = BitsAndBytesConfig(**q)
+        model_kwargs["quantization_config"] = BitsAndBytesConfig(**q)  # type: ignore[no-untyped-call]
         if not cuda:
             model_kwargs.setdefault("device_map", "cpu")
     model = AutoModelForCausalLM.from_pretrained(model_path, **model_kwargs)
@@ -169,7 +170,7 @@ def run(cfg: TrainingConfig, *, metrics_port: int | None = None) -> Path:
         getattr(sft_args, "activation_checkpointing", None) or getattr(sft_args, "gradient_checkpointing", False)
     )
     if qc.enabled:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)  # type: ignore[no-untyped-call]
 
     lora = cfg.lora.model_dump(exclude_none=True)
     if "target_modules" not in lora:
@@ -200,7 +201,8 @@ def run(cfg: TrainingConfig, *, metrics_port: int | None = None) -> Path:
     trainer.remove_callback(ProgressCallback)
     t0 = time.monotonic()
     result = trainer.train()
-    trainer.model.save_pretrained(str(out_dir), safe_serialization=True)
+    trained: Any = trainer.model
+    trained.save_pretrained(str(out_dir), safe_serialization=True)
     for required in ("adapter_config.json", "adapter_model.safetensors"):
         if not (out_dir / required).is_file():
             raise RuntimeError(f"training finished but {out_dir / required} was not written")
@@ -220,7 +222,14 @@ def run(cfg: TrainingConfig, *, metrics_port: int | None = None) -> Path:
     return out_dir
 
 
-def main_error(exc: BaseException) -> int:
+def main_error(exc: BaseException, output_dir: Path | None = None) -> int:
+    """Report a failed run; the failure marker lets the push sidecar stop waiting."""
     emit("failed", error=f"{type(exc).__name__}: {exc}")
+    if output_dir is not None:
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            (output_dir / FAILURE_MARKER).write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"}) + "\n")
+        except OSError:
+            pass
     print(f"error: {exc}", file=sys.stderr)
     return 1
