@@ -96,6 +96,8 @@ class Controller:
         self._metrics = (metrics or EngineMetrics()).for_controller(self.name)
         self.queue = WorkQueue(self.name, rate_limiter=self.rate_limiter() if self.rate_limiter else None,
                                metrics=self._metrics.queue)
+        self._metrics.queue.watch_queue(self.queue.unfinished_work_seconds,
+                                        self.queue.longest_running_processor_seconds)
         for watch in self.watches:
             cache.informer(watch.kind, label_selector=watch.label_selector)
 
@@ -150,7 +152,7 @@ class Controller:
                 await self._reconcile(request)
             except asyncio.CancelledError:
                 raise
-            except BaseException:  # pragma: no cover - _reconcile handles everything; belt and braces
+            except Exception:  # pragma: no cover - _reconcile handles everything; belt and braces
                 log.exception("worker survived an unexpected error", controller=self.name)
             finally:
                 self.queue.done(request)
@@ -161,9 +163,11 @@ class Controller:
         reconcile_id = uuid.uuid4().hex[:12]
         metrics.active_workers.inc()
         started = time.perf_counter()
-        # contextvars: any structlog line the reconciler writes carries these fields.
-        with structlog.contextvars.bound_contextvars(controller=self.name, namespace=request.namespace,
-                                                     name=request.name, reconcile_id=reconcile_id):
+        fields = {"controller": self.name, "namespace": request.namespace, "name": request.name,
+                  "reconcile_id": reconcile_id}
+        rlog = log.bind(**fields)  # explicit, in case the application's structlog skips contextvars
+        # contextvars: any structlog line the reconciler itself writes carries the same fields.
+        with structlog.contextvars.bound_contextvars(**fields):
             try:
                 async with asyncio.timeout(self.reconcile_timeout):
                     result = await self.reconciler.reconcile(request)
@@ -172,7 +176,7 @@ class Controller:
                 metrics.error.inc()
                 metrics.errors.inc()
                 metrics.terminal.inc()
-                log.error("reconcile failed permanently; not retrying", error=str(exc))
+                rlog.error("reconcile failed permanently; not retrying", error=str(exc))
                 self._record_failure(request, exc.reason, str(exc))
             except asyncio.CancelledError:
                 raise
@@ -180,7 +184,7 @@ class Controller:
                 metrics.error.inc()
                 metrics.errors.inc()
                 self.queue.add_rate_limited(request)
-                log.warning("reconcile failed; will retry", error=repr(exc),
+                rlog.warning("reconcile failed; will retry", error=repr(exc),
                             retries=self.queue.num_requeues(request), exc_info=True)
             else:
                 if result is None:  # tolerate a reconciler that forgot to return Result()

@@ -184,9 +184,15 @@ class Informer:
                     await self._list_and_replace()
                     need_list = False
                     failures = 0
+                started = asyncio.get_running_loop().time()
                 got_events = await self._watch()
                 if got_events:
                     failures = 0
+                elif asyncio.get_running_loop().time() - started < 1.0:
+                    # Closed at once with nothing said (a proxy, an overloaded server):
+                    # back off instead of spinning on reconnects.
+                    failures += 1
+                    await asyncio.sleep(min(self.backoff[1], self.backoff[0] * 2 ** (failures - 1)))
             except asyncio.CancelledError:
                 raise
             except GoneError as exc:

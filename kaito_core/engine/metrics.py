@@ -6,6 +6,8 @@ managers in one process (tests, or two operators embedded together) never clash.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["ControllerMetrics", "EngineMetrics", "QueueMetricsAdapter"]
@@ -14,6 +16,16 @@ _RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35,
                       0.8, 0.9, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5, 6, 7, 8, 9, 10, 15, 20,
                       25, 30, 40, 50, 60)
 _QUEUE_BUCKETS = tuple(10.0 ** exp for exp in range(-8, 4))  # 10ns .. 1000s, like client-go
+
+
+def _safe(func: Callable[[], float]) -> Callable[[], float]:
+    def read() -> float:
+        try:
+            return func()
+        except RuntimeError:  # scraped outside the event loop: the loop clock is unavailable
+            return 0.0
+
+    return read
 
 
 class EngineMetrics:
@@ -51,6 +63,12 @@ class EngineMetrics:
                                        ["name", "controller"], buckets=_QUEUE_BUCKETS, registry=r)
         self.queue_retries = Counter("workqueue_retries_total", "Total number of retries handled by workqueue",
                                      ["name", "controller"], registry=r)
+        self.unfinished_work = Gauge("workqueue_unfinished_work_seconds",
+                                     "How many seconds of work has been done that is in progress and hasn't "
+                                     "been observed by work_duration.", ["name", "controller"], registry=r)
+        self.longest_running = Gauge("workqueue_longest_running_processor_seconds",
+                                     "How many seconds has the longest running processor for workqueue been "
+                                     "running.", ["name", "controller"], registry=r)
         self.leader_status = Gauge("leader_election_master_status",
                                    "Gauge of if the reporting system is master of the relevant lease, "
                                    "0 indicates backup, 1 indicates master. 'name' is the string used to "
@@ -86,6 +104,13 @@ class QueueMetricsAdapter:
         self._latency = metrics.queue_latency.labels(name, name)
         self._work = metrics.work_duration.labels(name, name)
         self._retries = metrics.queue_retries.labels(name, name)
+        self._unfinished = metrics.unfinished_work.labels(name, name)
+        self._longest = metrics.longest_running.labels(name, name)
+
+    def watch_queue(self, unfinished: Callable[[], float], longest: Callable[[], float]) -> None:
+        """Computed at scrape time from the queue itself (a stuck reconcile shows up at once)."""
+        self._unfinished.set_function(_safe(unfinished))
+        self._longest.set_function(_safe(longest))
 
     def added(self) -> None:
         self._adds.inc()

@@ -184,6 +184,15 @@ class WorkQueue(Generic[T]):
     def waiting(self) -> int:
         return len(self._waiting)
 
+    def unfinished_work_seconds(self) -> float:
+        """Seconds of work in progress, summed over items (a stuck worker makes this climb)."""
+        now = self.clock.now()
+        return sum(now - started for started in self._started_at.values())
+
+    def longest_running_processor_seconds(self) -> float:
+        now = self.clock.now()
+        return max((now - started for started in self._started_at.values()), default=0.0)
+
     @property
     def shutting_down(self) -> bool:
         return self._shutting_down

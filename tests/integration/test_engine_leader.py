@@ -59,6 +59,14 @@ CHILD = textwrap.dedent("""
 """)
 
 
+def alive(proc: asyncio.subprocess.Process, tmp: Path, identity: str) -> bool:
+    """Fail at once, with its log, if a child manager died."""
+    if proc.returncode is not None:
+        raise AssertionError(f"{identity} exited {proc.returncode}:\n"
+                             + (tmp / f"{identity}.log").read_text()[-3000:])
+    return True
+
+
 def intervals(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -69,7 +77,7 @@ async def spawn(plane: ControlPlane, tmp: Path, identity: str) -> asyncio.subpro
     script = tmp / "child.py"
     script.write_text(CHILD)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    log = open(tmp / f"{identity}.log", "wb")  # noqa: SIM115 - the child writes it until it ends
+    log = open(tmp / f"{identity}.log", "wb")  # noqa: SIM115, ASYNC230 - the child writes it until it ends
     return await asyncio.create_subprocess_exec(sys.executable, str(script), str(plane.kubeconfig), identity,
                                                 str(tmp / f"{identity}.jsonl"), env=env, stdout=log,
                                                 stderr=log)
@@ -91,10 +99,12 @@ async def test_two_managers_one_leader_and_takeover(light_control_plane: Control
     a = await spawn(plane, tmp_path, "a")
     b: asyncio.subprocess.Process | None = None
     try:
-        await eventually(lambda: len(intervals(a_out)) > 0, 60, message="a reconciles")
+        await eventually(lambda: alive(a, tmp_path, "a") and len(intervals(a_out)) > 0, 60, message="a reconciles")
         b = await spawn(plane, tmp_path, "b")
         # b starts, syncs its cache, and must stay a standby while a renews.
         await asyncio.sleep(8)
+        alive(a, tmp_path, "a")
+        alive(b, tmp_path, "b")
         assert intervals(b_out) == [], "the standby reconciled while the leader was alive"
         assert await lease_holder(client) == "a"
         before = len(intervals(a_out))

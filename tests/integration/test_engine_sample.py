@@ -186,3 +186,57 @@ async def test_manager_stops_on_request_and_drains(kube_cluster: Cluster, kube_n
     await asyncio.wait_for(task, 20)
     assert Slow.finished, "in-flight reconcile was not allowed to finish"
     await manager.client.close()
+
+
+async def test_event_recorder_aggregates_identical_events(kube_cluster: Cluster, kube_namespace: str) -> None:
+    from kaito_core.engine import EventRecorder
+
+    manager = await Manager.from_kubeconfig(kube_cluster.kubeconfig, make_settings(kube_namespace))
+    client = manager.client
+    try:
+        cm = await client.create({"apiVersion": "v1", "kind": "ConfigMap",
+                                  "metadata": {"name": "subject", "namespace": kube_namespace}})
+        recorder = EventRecorder(client, "engine-test")
+        recorder.start()
+        for _ in range(3):
+            recorder.warning(cm, "Broken", "the same message")
+        recorder.normal(cm, "Fixed", "another message")
+        await recorder.stop(flush_timeout=10)
+        events = [e for e in (await client.list(EVENT, kube_namespace)).items
+                  if e["involvedObject"].get("uid") == cm["metadata"]["uid"]]
+        by_reason = {e["reason"]: e for e in events}
+        assert len(events) == 2, events
+        assert by_reason["Broken"]["count"] == 3 and by_reason["Broken"]["type"] == "Warning"
+        assert by_reason["Fixed"]["count"] == 1 and by_reason["Fixed"]["source"]["component"] == "engine-test"
+    finally:
+        await client.close()
+
+
+async def test_cache_with_label_selector_and_indexes(kube_cluster: Cluster, kube_namespace: str) -> None:
+    from kaito_core.engine import INDEX_OWNER_UID, SharedCache, label_index
+
+    manager = await Manager.from_kubeconfig(kube_cluster.kubeconfig, make_settings(kube_namespace))
+    client = manager.client
+    cache = SharedCache(client, namespace=kube_namespace, selectors={CONFIGMAP: "team=a"})
+    try:
+        owner = await client.create({"apiVersion": "v1", "kind": "ConfigMap",
+                                     "metadata": {"name": "owner", "namespace": kube_namespace,
+                                                  "labels": {"team": "a"}}})
+        ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner["metadata"]["uid"]}
+        for i, team in enumerate(["a", "a", "b"]):
+            await client.create({"apiVersion": "v1", "kind": "ConfigMap",
+                                 "metadata": {"name": f"c{i}", "namespace": kube_namespace,
+                                              "labels": {"team": team, "slot": str(i)},
+                                              "ownerReferences": [ref]}})
+        cache.add_index(CONFIGMAP, "slot", label_index("slot"))
+        await cache.start()
+        assert await cache.wait_for_sync(30)
+        names = sorted(o["metadata"]["name"] for o in cache.list(CONFIGMAP, kube_namespace))
+        assert names == ["c0", "c1", "owner"]  # team=b is not cached at all
+        children = cache.by_index(CONFIGMAP, INDEX_OWNER_UID, owner["metadata"]["uid"])
+        assert sorted(o["metadata"]["name"] for o in children) == ["c0", "c1"]
+        assert [o["metadata"]["name"] for o in cache.by_index(CONFIGMAP, "slot", "1")] == ["c1"]
+        assert all("managedFields" not in o["metadata"] for o in cache.list(CONFIGMAP, copy=False))
+    finally:
+        await cache.stop()
+        await client.close()

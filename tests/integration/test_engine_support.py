@@ -28,7 +28,8 @@ from kaito_core.engine import (
     SharedCache,
 )
 
-__all__ = ["WIDGET", "SampleReconciler", "eventually", "install_widget_crd", "make_settings", "sample_controller", "widget"]
+__all__ = ["WIDGET", "SampleReconciler", "eventually", "install_widget_crd", "make_settings", "sample_controller",
+           "widget"]
 
 WIDGET = ResourceKind("test.kaito.sh", "v1", "Widget", "widgets")
 
@@ -154,5 +155,6 @@ def sample_controller(manager: Manager, *, workers: int = 4, **kwargs: Any) -> S
 
 
 def make_settings(namespace: str | None, **kwargs: Any) -> ManagerSettings:
-    return ManagerSettings(namespace=namespace, http_port=0, handle_signals=False, bind_address="127.0.0.1",
-                           graceful_shutdown_timeout=5, **kwargs)
+    options: dict[str, Any] = {"namespace": namespace, "http_port": 0, "handle_signals": False,
+                               "bind_address": "127.0.0.1", "graceful_shutdown_timeout": 5}
+    return ManagerSettings(**{**options, **kwargs})

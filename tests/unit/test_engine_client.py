@@ -11,9 +11,9 @@ import pytest
 
 from kaito_core.engine import (
     CONFIGMAP,
+    AlreadyExistsError,
     APIConnectionError,
     APIError,
-    AlreadyExistsError,
     Client,
     ConflictError,
     ForbiddenError,

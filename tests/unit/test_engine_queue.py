@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -81,7 +82,7 @@ async def test_never_two_workers_on_one_key() -> None:
         for key in ("a", "b", "c"):
             q.add(key)
         await asyncio.sleep(0 if round_ % 2 else 0.0005)
-    while len(q) or q.processing:
+    while len(q) or q.processing:  # noqa: ASYNC110 - polling a condition is the point here
         await asyncio.sleep(0.005)
     assert await q.shutdown_with_drain(1)
     await asyncio.gather(*workers)
@@ -152,7 +153,7 @@ def test_exponential_limiter_caps_at_max() -> None:
     limiter = ItemExponentialFailureRateLimiter(0.005, 1000.0)
     delays = [limiter.when("x") for _ in range(30)]
     assert delays[0] == 0.005
-    assert all(b >= a for a, b in zip(delays, delays[1:], strict=False))
+    assert all(b >= a for a, b in itertools.pairwise(delays))
     assert delays[-1] == 1000.0
     assert limiter.when("y") == 0.005  # per item
     for _ in range(100):
@@ -255,3 +256,19 @@ async def test_metrics_hooks_called() -> None:
     q.add_rate_limited("a")
     assert calls["added"] == [1] and calls["got"] == [2.0] and calls["done"] == [3.0]
     assert calls["retried"] == [1] and calls["depth"] == [1, 0]
+
+
+async def test_unfinished_and_longest_running() -> None:
+    clock = FakeClock()
+    q = make(clock)
+    q.add("a")
+    q.add("b")
+    await q.get()
+    clock.advance(2)
+    await q.get()
+    clock.advance(1)
+    assert q.unfinished_work_seconds() == 4.0  # 3 s + 1 s
+    assert q.longest_running_processor_seconds() == 3.0
+    q.done("a")
+    q.done("b")
+    assert q.unfinished_work_seconds() == 0.0 and q.longest_running_processor_seconds() == 0.0
