@@ -3,6 +3,20 @@
 Plugins (AKS, Karpenter, third parties) import only the names below.
 """
 
+from kaito_core.provisioning.byo import BYOProvisioner, BYOSettings, NoMatchingNodeError
+from kaito_core.provisioning.nodes import (
+    LABEL_PROVISIONER,
+    MACHINE,
+    allocatable_gpus,
+    machine_gpu_request,
+    node_is_ready,
+    node_labels_for,
+    node_taints_for,
+    parse_count,
+    parse_timestamp,
+    requirement_problem,
+    taint_matches,
+)
 from kaito_core.provisioning.protocol import (
     InstanceTypeInfo,
     InstanceTypeUnavailableError,
@@ -15,6 +29,7 @@ from kaito_core.provisioning.protocol import (
     ProvisionerSettings,
     QuotaExceededError,
     RetryableError,
+    SupportsInstanceTypes,
 )
 from kaito_core.provisioning.registry import (
     ENTRY_POINT_GROUP,
@@ -22,12 +37,19 @@ from kaito_core.provisioning.registry import (
     available_provisioners,
     load_provisioner,
 )
+from kaito_core.provisioning.simulated import KWOK_ANNOTATION, SimulatedProvisioner, SimulatedSettings
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "KWOK_ANNOTATION",
+    "LABEL_PROVISIONER",
+    "MACHINE",
+    "BYOProvisioner",
+    "BYOSettings",
     "InstanceTypeInfo",
     "InstanceTypeUnavailableError",
     "InsufficientCapacityError",
+    "NoMatchingNodeError",
     "NodeRef",
     "Provisioner",
     "ProvisionerContext",
@@ -36,7 +58,19 @@ __all__ = [
     "ProvisionerSettings",
     "QuotaExceededError",
     "RetryableError",
+    "SimulatedProvisioner",
+    "SimulatedSettings",
+    "SupportsInstanceTypes",
     "UnknownProvisionerError",
+    "allocatable_gpus",
     "available_provisioners",
     "load_provisioner",
+    "machine_gpu_request",
+    "node_is_ready",
+    "node_labels_for",
+    "node_taints_for",
+    "parse_count",
+    "parse_timestamp",
+    "requirement_problem",
+    "taint_matches",
 ]

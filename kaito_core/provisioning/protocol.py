@@ -18,6 +18,21 @@ Contract, in the reconciler's words:
   garbage collection of nodes no Machine owns.
 * Failures are raised as the typed errors below; anything else is treated as a
   transient error and retried with backoff.
+* Every node a plugin makes carries the labels of :func:`node_labels_for`
+  (``kaito.sh/machine`` above all): they attribute a node to its Machine.
+
+Optional extras a plugin may offer (the reconciler looks for them with ``getattr``,
+so a plugin without them still satisfies the protocol):
+
+* ``async def instance_types(self) -> list[InstanceTypeInfo]`` (see
+  :class:`SupportsInstanceTypes`), for validation and sizing;
+* ``keeps_nodes: ClassVar[bool] = True`` for plugins that hand out nodes they do
+  not own (``byo``): the reconciler then neither cordons nor deletes the Node
+  object when the Machine goes, and leaves releasing it to ``delete``.
+
+``delete`` may be called with a Machine the garbage collector synthesized from a
+:class:`NodeRef` (only ``metadata.name``, its labels and ``spec.instanceType`` set)
+for a node whose Machine no longer exists.
 """
 
 from __future__ import annotations
@@ -31,6 +46,8 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     import structlog
 
+    from kaito_core.api.machine import Machine
+
 __all__ = [
     "InstanceTypeInfo",
     "InstanceTypeUnavailableError",
@@ -43,6 +60,7 @@ __all__ = [
     "ProvisionerSettings",
     "QuotaExceededError",
     "RetryableError",
+    "SupportsInstanceTypes",
 ]
 
 
@@ -64,6 +82,9 @@ class NodeRef:
     """The Machine this node was made for, when the provider recorded it."""
     created_at: float | None = None
     """Unix time the provider created it (garbage collection keeps a grace period)."""
+    message: str = ""
+    """The provider's own account of progress (e.g. a NodeClaim's conditions), shown in the
+    Machine's conditions while the reconciler waits."""
 
 
 @dataclass(frozen=True)
@@ -158,15 +179,15 @@ class Provisioner(Protocol):
         """Check prerequisites (CRDs present, credentials valid); raise with a clear message."""
         ...
 
-    async def create(self, machine: Any) -> NodeRef:
+    async def create(self, machine: Machine) -> NodeRef:
         """Start (or find) the node for ``machine``; idempotent per Machine."""
         ...
 
-    async def get(self, machine: Any) -> NodeRef | None:
+    async def get(self, machine: Machine) -> NodeRef | None:
         """The node for ``machine``, or None when there is none."""
         ...
 
-    async def delete(self, machine: Any) -> None:
+    async def delete(self, machine: Machine) -> None:
         """Remove the node for ``machine``; gone already is success."""
         ...
 
@@ -176,4 +197,13 @@ class Provisioner(Protocol):
 
     async def close(self) -> None:
         """Release clients and connections."""
+        ...
+
+
+@runtime_checkable
+class SupportsInstanceTypes(Protocol):
+    """The optional ``instance_types()`` extra: what the provider offers, for validation and sizing."""
+
+    async def instance_types(self) -> list[InstanceTypeInfo]:
+        """Every instance type the provider can launch, with GPU count and memory."""
         ...

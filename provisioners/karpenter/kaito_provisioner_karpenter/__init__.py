@@ -1,3 +1,24 @@
-"""kaito-core provisioner plugin: karpenter (not built yet)."""
+"""kaito-core provisioner plugin: Karpenter NodeClaims (``--provisioner karpenter``).
 
-__all__: list[str] = []
+Written against kaito-core's public API only, as any third-party plugin would be.
+"""
+
+from kaito_provisioner_karpenter.provisioner import (
+    LABEL_NODEPOOL,
+    NODE_CLASS_GROUPS,
+    NODECLAIM,
+    NODECLAIM_CRD,
+    KarpenterProvisioner,
+    KarpenterSettings,
+    nodeclaim_conditions,
+)
+
+__all__ = [
+    "LABEL_NODEPOOL",
+    "NODECLAIM",
+    "NODECLAIM_CRD",
+    "NODE_CLASS_GROUPS",
+    "KarpenterProvisioner",
+    "KarpenterSettings",
+    "nodeclaim_conditions",
+]

@@ -1,0 +1,158 @@
+"""What every provisioner needs to know about Machines and the Nodes it makes for them.
+
+* :data:`MACHINE` reaches Machine objects through the engine's client and cache.
+* :func:`node_labels_for` / :func:`node_taints_for` are the labels and taints a node
+  made for a Machine must carry: ``kaito.sh/machine`` attributes it to its Machine
+  (the reconciler finds Nodes by it, the garbage collector lists by it), the
+  workspace labels say whom it serves, plus the Machine's own ``nodeLabels``/taints.
+* :func:`node_is_ready`, :func:`allocatable_gpus`, :func:`machine_gpu_request` read
+  Node and Machine dicts the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+
+from kaito_core.api.constants import (
+    GPU_RESOURCE,
+    GROUP,
+    LABEL_INSTANCE_TYPE,
+    LABEL_MACHINE,
+    LABEL_MACHINE_TYPE,
+    LABEL_WORKSPACE,
+    LABEL_WORKSPACE_NAMESPACE,
+    MACHINE_KIND,
+    MACHINE_PLURAL,
+    MACHINE_VERSION,
+)
+from kaito_core.api.machine import Machine
+from kaito_core.engine.resources import ResourceKind
+
+__all__ = [
+    "LABEL_PROVISIONER",
+    "MACHINE",
+    "allocatable_gpus",
+    "machine_gpu_request",
+    "node_is_ready",
+    "node_labels_for",
+    "node_taints_for",
+    "parse_count",
+    "parse_timestamp",
+    "requirement_problem",
+    "taint_matches",
+]
+
+#: The Machine kind (cluster-scoped) as the engine reaches it.
+MACHINE: Final = ResourceKind(GROUP, MACHINE_VERSION, MACHINE_KIND, MACHINE_PLURAL, namespaced=False)
+#: On a Node: the provisioner plugin that made it (so each plugin lists only its own nodes).
+LABEL_PROVISIONER: Final = f"{GROUP}/provisioner"
+
+_PASSED_ON = (LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, LABEL_MACHINE_TYPE)
+
+
+def node_labels_for(machine: Machine, provisioner: str | None = None) -> dict[str, str]:
+    """The labels a node made for ``machine`` carries: ours, the instance type, then ``spec.nodeLabels``."""
+    labels: dict[str, str] = {LABEL_MACHINE: machine.name, LABEL_MACHINE_TYPE: "gpu"}
+    own = machine.metadata.labels or {}
+    labels.update({key: own[key] for key in _PASSED_ON if key in own})
+    if machine.spec.instance_type:
+        labels[LABEL_INSTANCE_TYPE] = machine.spec.instance_type
+    if provisioner:
+        labels[LABEL_PROVISIONER] = provisioner
+    labels.update(machine.spec.node_labels or {})
+    return labels
+
+
+def node_taints_for(machine: Machine, *, startup: bool = True) -> list[dict[str, str]]:
+    """``spec.taints`` (and ``spec.startupTaints`` unless ``startup=False``) as Kubernetes Taint dicts."""
+    taints = list(machine.spec.taints or [])
+    if startup:
+        taints += list(machine.spec.startup_taints or [])
+    out: list[dict[str, str]] = []
+    for taint in taints:
+        item = {"key": taint.key, "effect": taint.effect}
+        if taint.value is not None:
+            item["value"] = taint.value
+        if not any(taint_matches(item, seen) for seen in out):
+            out.append(item)
+    return out
+
+
+def taint_matches(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Same taint: key, effect and value (a missing value equals an empty one)."""
+    return bool(a.get("key") == b.get("key") and a.get("effect") == b.get("effect")
+                and (a.get("value") or "") == (b.get("value") or ""))
+
+
+def node_is_ready(node: Mapping[str, Any]) -> bool:
+    """True when the Node dict has condition Ready=True."""
+    for cond in (node.get("status") or {}).get("conditions") or ():
+        if cond.get("type") == "Ready":
+            return bool(cond.get("status") == "True")
+    return False
+
+
+_COUNT = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(k|M|G|m)?\s*$")
+_SCALE = {None: 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "m": 1e-3}
+
+
+def parse_count(value: Any) -> int:
+    """A countable quantity (``"2"``, ``2``, ``"2k"``) as an int; 0 when it is not one."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int | float):
+        return int(value)
+    match = _COUNT.match(str(value or ""))
+    if not match:
+        return 0
+    return int(float(match.group(1)) * _SCALE[match.group(2)])
+
+
+def allocatable_gpus(node: Mapping[str, Any]) -> int:
+    """``status.allocatable["nvidia.com/gpu"]`` of a Node dict (0 when absent)."""
+    return parse_count(((node.get("status") or {}).get("allocatable") or {}).get(GPU_RESOURCE))
+
+
+def machine_gpu_request(machine: Machine) -> int | None:
+    """The GPUs the Machine asks for in ``spec.resources.requests``, or None when it does not say."""
+    requests = (machine.spec.resources.requests if machine.spec.resources else None) or {}
+    if GPU_RESOURCE not in requests:
+        return None
+    return parse_count(requests[GPU_RESOURCE])
+
+
+def parse_timestamp(value: str | None) -> float | None:
+    """Unix time of an RFC 3339 timestamp as Kubernetes writes them (None when absent or bad)."""
+    if not value:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def requirement_problem(labels: Mapping[str, str], requirement: Mapping[str, Any]) -> str | None:
+    """Why a node with ``labels`` fails one node selector requirement (None when it satisfies it)."""
+    key = str(requirement.get("key"))
+    operator = requirement.get("operator", "In")
+    values = [str(v) for v in requirement.get("values") or ()]
+    value = labels.get(key)
+    if operator == "In" and value not in values:
+        return f"label {key}={value!r} is not one of {values}"
+    if operator == "NotIn" and value in values:
+        return f"label {key}={value!r} is excluded"
+    if operator == "Exists" and value is None:
+        return f"label {key} is missing"
+    if operator == "DoesNotExist" and value is not None:
+        return f"label {key} is present"
+    if operator in ("Gt", "Lt"):
+        try:
+            have, bound = int(value or ""), int(values[0])
+        except (ValueError, IndexError):
+            return f"label {key}={value!r} is not an integer to compare"
+        if (operator == "Gt" and not have > bound) or (operator == "Lt" and not have < bound):
+            return f"label {key}={have} is not {'>' if operator == 'Gt' else '<'} {bound}"
+    return None

@@ -1,0 +1,278 @@
+"""The Karpenter provisioner: one ``karpenter.sh/v1`` NodeClaim per Machine.
+
+For clusters running Karpenter (any cloud). ``create`` makes (or finds) the
+NodeClaim named after the Machine, with requirements on
+``node.kubernetes.io/instance-type`` (plus the Machine's own), the configured
+``nodeClassRef`` (AKSNodeClass, EC2NodeClass, KWOKNodeClass or KaitoNodeClass),
+``expireAfter: Never`` (a GPU node running a model must not be recycled under it),
+no ``storage`` request (a resource the Node never reports would keep the NodeClaim
+from ever becoming Initialized), the GPU taint and our labels (Karpenter copies them
+to the Node). Karpenter does the rest; this plugin reads the NodeClaim back:
+
+* ``status.providerID`` is the Machine's providerID (Launched), and the Machine
+  reconciler then finds the Node by it (Registered, Initialized);
+* the NodeClaim's Launched/Registered/Initialized conditions are mirrored into
+  ``NodeRef.message`` (shown in the Machine's conditions while it waits) and a failed
+  launch becomes the matching typed error (InsufficientCapacity, QuotaExceeded,
+  InstanceTypeUnavailable, else Retryable), after which the failed NodeClaim is deleted
+  so the next attempt asks Karpenter afresh.
+
+``delete`` deletes the NodeClaim; Karpenter's termination finalizer drains and deletes
+the instance and its Node, and ``get`` keeps returning the NodeClaim until it is gone.
+An ownerReference to the Machine lets Kubernetes collect the NodeClaim should the
+Machine ever vanish without its finalizer.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kaito_core.api import GPU_TAINT, LABEL_INSTANCE_TYPE, LABEL_MACHINE, Machine
+from kaito_core.engine import CRD, AlreadyExistsError, Client, ResourceKind
+from kaito_core.provisioning import (
+    LABEL_PROVISIONER,
+    InstanceTypeUnavailableError,
+    InsufficientCapacityError,
+    NodeRef,
+    ProvisionerContext,
+    ProvisionerError,
+    QuotaExceededError,
+    RetryableError,
+    node_labels_for,
+    node_taints_for,
+    parse_timestamp,
+    taint_matches,
+)
+
+__all__ = [
+    "LABEL_NODEPOOL",
+    "NODECLAIM",
+    "NODECLAIM_CRD",
+    "NODE_CLASS_GROUPS",
+    "KarpenterProvisioner",
+    "KarpenterSettings",
+    "nodeclaim_conditions",
+]
+
+#: Karpenter's NodeClaim (cluster-scoped).
+NODECLAIM: Final = ResourceKind("karpenter.sh", "v1", "NodeClaim", "nodeclaims", namespaced=False)
+NODECLAIM_CRD: Final = "nodeclaims.karpenter.sh"
+LABEL_NODEPOOL: Final = "karpenter.sh/nodepool"
+#: The API group of each NodeClass kind we know (``node_class_group`` overrides).
+NODE_CLASS_GROUPS: Final = {
+    "AKSNodeClass": "karpenter.azure.com",
+    "EC2NodeClass": "karpenter.k8s.aws",
+    "KWOKNodeClass": "karpenter.kwok.sh",
+    "KaitoNodeClass": "kaito.sh",
+}
+_NOT_REQUESTED = ("storage", "ephemeral-storage")
+_LIFECYCLE = ("Launched", "Registered", "Initialized")
+
+
+class KarpenterSettings(BaseSettings):
+    """Settings of the ``karpenter`` provisioner (environment: ``KAITO_KARPENTER_<FIELD>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="KAITO_KARPENTER_", use_attribute_docstrings=True,
+                                      extra="forbid")
+
+    node_class_kind: str = "AKSNodeClass"
+    """Kind of the NodeClass the NodeClaims reference: AKSNodeClass, EC2NodeClass, KWOKNodeClass,
+    KaitoNodeClass (or any other your Karpenter provider serves, with ``node_class_group``)."""
+    node_class_group: str | None = None
+    """API group of that kind (None: the known group of ``node_class_kind``)."""
+    node_class_name: str = "default"
+    """Name of the NodeClass object."""
+    node_pool: str | None = "kaito"
+    """Value of the ``karpenter.sh/nodepool`` label and requirement on each NodeClaim (None: none)."""
+    name_prefix: str = ""
+    """Prefix of NodeClaim names (``<prefix><machine name>``)."""
+    os: str | None = "linux"
+    """Required ``kubernetes.io/os`` of the node (None: no requirement)."""
+    check_crd: bool = True
+    """On start, fail unless the NodeClaim CRD (``nodeclaims.karpenter.sh``) is installed."""
+    delete_failed_nodeclaims: bool = True
+    """Delete a NodeClaim whose launch failed, so the next attempt asks Karpenter afresh."""
+    extra_labels: dict[str, str] = Field(default_factory=dict)
+    """Labels added to every NodeClaim (and so to its Node)."""
+
+    def node_class_ref(self) -> dict[str, str]:
+        group = self.node_class_group or NODE_CLASS_GROUPS.get(self.node_class_kind)
+        if not group:
+            raise ValueError(f"unknown NodeClass kind {self.node_class_kind!r}: set node_class_group "
+                             f"(known kinds: {', '.join(NODE_CLASS_GROUPS)})")
+        return {"group": group, "kind": self.node_class_kind, "name": self.node_class_name}
+
+
+def nodeclaim_conditions(nodeclaim: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The NodeClaim's conditions by type."""
+    return {str(c.get("type")): dict(c) for c in (nodeclaim.get("status") or {}).get("conditions") or ()}
+
+
+def _summary(nodeclaim: Mapping[str, Any]) -> str:
+    conditions = nodeclaim_conditions(nodeclaim)
+    parts = []
+    for type_ in _LIFECYCLE:
+        cond = conditions.get(type_)
+        if cond is None:
+            parts.append(f"{type_}=Unknown")
+            continue
+        text = f"{type_}={cond.get('status')}"
+        if cond.get("status") != "True" and (cond.get("reason") or cond.get("message")):
+            text += f" ({cond.get('reason') or ''}{': ' if cond.get('message') else ''}{cond.get('message') or ''})"
+        parts.append(text)
+    return f"NodeClaim {nodeclaim['metadata']['name']}: " + ", ".join(parts)
+
+
+def _launch_error(nodeclaim: Mapping[str, Any], cond: Mapping[str, Any]) -> ProvisionerError:
+    reason = str(cond.get("reason") or "")
+    message = str(cond.get("message") or "")
+    text = (f"Karpenter could not launch NodeClaim {nodeclaim['metadata']['name']}: "
+            f"{reason}{': ' if message else ''}{message}")
+    blob = f"{reason} {message}".lower()
+    if "insufficientcapacity" in blob or "insufficient capacity" in blob:
+        return InsufficientCapacityError(text + "; kaito retries with a fresh NodeClaim")
+    if "quota" in blob:
+        return QuotaExceededError(text + "; raise the quota or pick another instance type")
+    if "instancetype" in blob or "instance type" in blob or "offering" in blob:
+        return InstanceTypeUnavailableError(text + "; check the instance type and the NodeClass")
+    return RetryableError(text + "; retrying with a fresh NodeClaim", after=10.0)
+
+
+class KarpenterProvisioner:
+    """Asks Karpenter for GPU nodes through NodeClaims. See the module docstring."""
+
+    name: ClassVar[str] = "karpenter"
+    settings_model: ClassVar[type[KarpenterSettings]] = KarpenterSettings
+
+    def __init__(self, settings: KarpenterSettings | None = None):
+        self.settings = settings or KarpenterSettings()
+        self.settings.node_class_ref()  # fail at load time on an unknown NodeClass kind
+        self._client: Client | None = None
+
+    async def start(self, ctx: ProvisionerContext) -> None:
+        self._client = ctx.client
+        if self.settings.check_crd and await self.client.get_or_none(CRD, NODECLAIM_CRD) is None:
+            raise RuntimeError(f"the CRD {NODECLAIM_CRD} is not installed: is Karpenter (v1) running in this "
+                               "cluster? Install Karpenter or pick another provisioner")
+
+    async def close(self) -> None:
+        self._client = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            raise RuntimeError("the karpenter provisioner was not started (call start(ctx) first)")
+        return self._client
+
+    # -- the NodeClaim
+
+    def nodeclaim_name(self, machine: Machine) -> str:
+        return f"{self.settings.name_prefix}{machine.name}"
+
+    def nodeclaim_for(self, machine: Machine) -> dict[str, Any]:
+        """The NodeClaim manifest for ``machine``."""
+        instance_type = machine.spec.instance_type
+        labels = {**self.settings.extra_labels, **node_labels_for(machine, self.name)}
+        requirements: list[dict[str, Any]] = []
+        if instance_type:
+            requirements.append({"key": LABEL_INSTANCE_TYPE, "operator": "In", "values": [instance_type]})
+        if self.settings.node_pool:
+            labels[LABEL_NODEPOOL] = self.settings.node_pool
+            requirements.append({"key": LABEL_NODEPOOL, "operator": "In", "values": [self.settings.node_pool]})
+        if self.settings.os:
+            requirements.append({"key": "kubernetes.io/os", "operator": "In", "values": [self.settings.os]})
+        seen = {r["key"] for r in requirements}
+        for req in machine.spec.requirements or ():
+            if req.key not in seen:
+                requirements.append(req.model_dump(mode="json", exclude_none=True))
+        taints = node_taints_for(machine, startup=False)
+        if not any(taint_matches(t, GPU_TAINT) for t in taints):
+            taints.insert(0, dict(GPU_TAINT))
+        startup = [t for t in node_taints_for(machine) if not any(taint_matches(t, r) for r in taints)]
+        requests = {k: v for k, v in ((machine.spec.resources.requests if machine.spec.resources else None)
+                                      or {}).items() if k not in _NOT_REQUESTED}
+        spec: dict[str, Any] = {
+            "nodeClassRef": self.settings.node_class_ref(),
+            "requirements": requirements,
+            "taints": taints,
+            "expireAfter": "Never",
+        }
+        if startup:
+            spec["startupTaints"] = startup
+        if requests:
+            spec["resources"] = {"requests": requests}
+        metadata: dict[str, Any] = {"name": self.nodeclaim_name(machine), "labels": labels}
+        if machine.metadata.uid:
+            metadata["ownerReferences"] = [{"apiVersion": machine.api_version, "kind": machine.kind,
+                                            "name": machine.name, "uid": machine.metadata.uid,
+                                            "blockOwnerDeletion": False}]
+        return {"apiVersion": NODECLAIM.api_version, "kind": NODECLAIM.kind, "metadata": metadata, "spec": spec}
+
+    @staticmethod
+    def _ref(nodeclaim: Mapping[str, Any]) -> NodeRef:
+        meta = nodeclaim.get("metadata") or {}
+        status = nodeclaim.get("status") or {}
+        labels = dict(meta.get("labels") or {})
+        initialized = nodeclaim_conditions(nodeclaim).get("Initialized") or {}
+        return NodeRef(
+            provider_id=str(status.get("providerID") or ""),
+            node_name=status.get("nodeName") or None,
+            instance_type=labels.get(LABEL_INSTANCE_TYPE),
+            ready=initialized.get("status") == "True",
+            labels=labels,
+            machine_name=labels.get(LABEL_MACHINE),
+            created_at=parse_timestamp(meta.get("creationTimestamp")),
+            message=_summary(nodeclaim),
+        )
+
+    async def _own(self, machine: Machine) -> dict[str, Any] | None:
+        nodeclaim = await self.client.get_or_none(NODECLAIM, self.nodeclaim_name(machine))
+        if nodeclaim is None:
+            return None
+        owner = ((nodeclaim.get("metadata") or {}).get("labels") or {}).get(LABEL_MACHINE)
+        if owner != machine.name:
+            raise ProvisionerError(
+                f"NodeClaim {self.nodeclaim_name(machine)} exists but belongs to {owner or 'no Machine'}; "
+                "delete it or set name_prefix")
+        return nodeclaim
+
+    # -- the protocol
+
+    async def create(self, machine: Machine) -> NodeRef:
+        nodeclaim = await self._own(machine)
+        if nodeclaim is None:
+            try:
+                nodeclaim = await self.client.create(self.nodeclaim_for(machine), kind=NODECLAIM)
+            except AlreadyExistsError:
+                nodeclaim = await self.client.get(NODECLAIM, self.nodeclaim_name(machine))
+        if (nodeclaim.get("metadata") or {}).get("deletionTimestamp"):
+            raise RetryableError(f"NodeClaim {self.nodeclaim_name(machine)} is still terminating; "
+                                 "a new one is made once it is gone", after=5.0)
+        launched = nodeclaim_conditions(nodeclaim).get("Launched") or {}
+        if launched.get("status") == "False" and not (nodeclaim.get("status") or {}).get("providerID"):
+            error = _launch_error(nodeclaim, launched)
+            if self.settings.delete_failed_nodeclaims:
+                await self.client.delete(NODECLAIM, self.nodeclaim_name(machine), missing_ok=True)
+            raise error
+        return self._ref(nodeclaim)
+
+    async def get(self, machine: Machine) -> NodeRef | None:
+        nodeclaim = await self._own(machine)
+        return self._ref(nodeclaim) if nodeclaim is not None else None
+
+    async def delete(self, machine: Machine) -> None:
+        nodeclaim = await self.client.get_or_none(NODECLAIM, self.nodeclaim_name(machine))
+        if nodeclaim is None:
+            return
+        owner = ((nodeclaim.get("metadata") or {}).get("labels") or {}).get(LABEL_MACHINE)
+        if owner == machine.name and not (nodeclaim.get("metadata") or {}).get("deletionTimestamp"):
+            await self.client.delete(NODECLAIM, self.nodeclaim_name(machine), missing_ok=True)
+
+    async def list(self) -> builtins.list[NodeRef]:
+        nodeclaims = await self.client.list(NODECLAIM, label_selector=f"{LABEL_PROVISIONER}={self.name}")
+        return [self._ref(nc) for nc in nodeclaims.items]
