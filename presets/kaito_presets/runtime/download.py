@@ -228,13 +228,19 @@ def download_all(urls: Sequence[str], dest_dir: str | os.PathLike[str], **kwargs
     return paths
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; the Workspace reconciler's pod specs are tested against it."""
     p = argparse.ArgumentParser(prog="python -m kaito_presets.runtime.download")
     p.add_argument("urls", nargs="*", help="URLs (or set KAITO_DATA_URLS, one per line)")
     p.add_argument("--dest", default="/mnt/data")
     p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES)
     p.add_argument("--attempts", type=int, default=DEFAULT_ATTEMPTS)
     p.add_argument("--timeout", type=float, default=60.0)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     urls = args.urls or [u.strip() for u in os.environ.get("KAITO_DATA_URLS", "").splitlines() if u.strip()]

@@ -355,7 +355,8 @@ def _wait_for(path: Path, timeout: float, poll: float = 5.0, fail_marker: Path |
         time.sleep(poll)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; the Workspace reconciler's pod specs are tested against it."""
     parser = argparse.ArgumentParser(prog="python -m kaito_presets.runtime.oci", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_push = sub.add_parser("push", help="push an adapter directory as an OCI image")
@@ -372,6 +373,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for p in (p_push, p_pull):
         p.add_argument("--docker-config", help="path to a mounted .dockerconfigjson (file or directory)")
         p.add_argument("--insecure", action="store_true", default=None, help="plain HTTP to the registry")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:

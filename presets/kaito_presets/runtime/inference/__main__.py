@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from .config import DEFAULT_CONFIG_PATH, load_config
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; the Workspace reconciler's pod specs are tested against it."""
     p = argparse.ArgumentParser(prog="python -m kaito_presets.runtime.inference")
     p.add_argument("--config", default=DEFAULT_CONFIG_PATH, help="inference ConfigMap file (YAML)")
     p.add_argument("--model", help="local model directory")
@@ -26,6 +27,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--trust-remote-code", action="store_true", default=None)
     p.add_argument("--host")
     p.add_argument("--port", type=int)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     overrides = {k: v for k, v in vars(args).items() if k != "config"}

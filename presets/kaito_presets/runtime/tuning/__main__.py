@@ -16,7 +16,8 @@ from typing import Any
 from .config import DEFAULT_CONFIG_PATH, default_template, load_training_config
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; the Workspace reconciler's pod specs are tested against it."""
     p = argparse.ArgumentParser(prog="python -m kaito_presets.runtime.tuning")
     p.add_argument("--method", choices=["lora", "qlora"], default="lora")
     p.add_argument("--config", default=DEFAULT_CONFIG_PATH, help="training ConfigMap file (YAML)")
@@ -25,6 +26,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--output", help="TrainingArguments.output_dir")
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
     p.add_argument("--print-template", choices=["lora", "qlora"], help="print a default ConfigMap value and exit")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.print_template:
         print(default_template(args.print_template), end="")

@@ -1,0 +1,137 @@
+"""The Workspace controller: nodes, inference and tuning workloads, adapters, status, teardown.
+
+Wire it into a manager::
+
+    from kaito_core.controllers.workspace import WorkspaceSettings, add_workspace_controller
+
+    add_workspace_controller(manager, WorkspaceSettings())
+    await manager.run()
+
+It reconciles Workspaces (v1beta1, the storage version), owns Deployments, StatefulSets,
+Services, ConfigMaps, Jobs and ControllerRevisions, and watches Machines (by their
+``kaito.sh/workspace*`` labels), Nodes (readiness, labels, GPUs), Pods (labelled
+``kaito.sh/workspace``) and ConfigMaps a Workspace names in ``inference.config``/``tuning.config``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from kaito_core.api import LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
+from kaito_core.controllers.workspace.kinds import CONTROLLERREVISION, MACHINE, WORKSPACE
+from kaito_core.controllers.workspace.nodes import matches_selector, node_gpus, node_is_ready
+from kaito_core.controllers.workspace.reconciler import WorkspaceReconciler
+from kaito_core.controllers.workspace.settings import WorkspaceSettings
+from kaito_core.engine import (
+    CONFIGMAP,
+    DEPLOYMENT,
+    JOB,
+    NODE,
+    POD,
+    SERVICE,
+    STATEFULSET,
+    Controller,
+    Manager,
+    Predicate,
+    Request,
+    SharedCache,
+    resource_version_changed,
+)
+
+__all__ = [
+    "CONTROLLERREVISION",
+    "MACHINE",
+    "WORKSPACE",
+    "WorkspaceReconciler",
+    "WorkspaceSettings",
+    "add_workspace_controller",
+    "workspace_controller",
+]
+
+
+def _labels(obj: Mapping[str, Any]) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get("labels") or {})
+
+
+def machine_to_workspace(obj: Mapping[str, Any]) -> Iterable[Request]:
+    labels = _labels(obj)
+    if LABEL_WORKSPACE in labels and LABEL_WORKSPACE_NAMESPACE in labels:
+        return (Request(labels[LABEL_WORKSPACE_NAMESPACE], labels[LABEL_WORKSPACE]),)
+    return ()
+
+
+def pod_to_workspace(obj: Mapping[str, Any]) -> Iterable[Request]:
+    name = _labels(obj).get(LABEL_WORKSPACE)
+    namespace = (obj.get("metadata") or {}).get("namespace")
+    return (Request(namespace, name),) if name and namespace else ()
+
+
+def _node_facts(node: Mapping[str, Any]) -> tuple[Any, ...]:
+    meta = node.get("metadata") or {}
+    return (meta.get("labels"), node_is_ready(node), node_gpus(node), meta.get("deletionTimestamp"))
+
+
+#: Nodes change every heartbeat; only labels, readiness and GPUs matter to a Workspace.
+node_facts_changed = Predicate(update=lambda old, new: _node_facts(old) != _node_facts(new),
+                               name="node_facts_changed")
+
+
+def _nodes_to_workspaces(cache: SharedCache) -> Any:
+    def map_fn(node: Mapping[str, Any]) -> Iterable[Request]:
+        out = list(machine_to_workspace(node))
+        labels = _labels(node)
+        # Nodes brought by the user: every Workspace whose labelSelector matches.
+        for ws in cache.list(WORKSPACE, copy=False):
+            selector = (ws.get("resource") or {}).get("labelSelector")
+            if selector and matches_selector(labels, selector):
+                out.append(Request.for_object(ws))
+        return out
+
+    return map_fn
+
+
+def _configmaps_to_workspaces(cache: SharedCache) -> Any:
+    def map_fn(cm: Mapping[str, Any]) -> Iterable[Request]:
+        meta = cm.get("metadata") or {}
+        namespace, name = meta.get("namespace"), meta.get("name")
+        out = []
+        for ws in cache.list(WORKSPACE, namespace, copy=False):
+            names = {(ws.get("inference") or {}).get("config"), (ws.get("tuning") or {}).get("config")}
+            if name in names:
+                out.append(Request.for_object(ws))
+        return out
+
+    return map_fn
+
+
+def workspace_controller(manager: Manager, settings: WorkspaceSettings | None = None, *,
+                         provisioner: str | None = None) -> Controller:
+    """The Workspace Controller, built (not yet added to the manager)."""
+    settings = settings or WorkspaceSettings()
+    cache = manager.cache
+    reconciler = WorkspaceReconciler(manager.client, cache, manager.recorder, settings, provisioner=provisioner)
+    return (Controller.for_(WORKSPACE, resource_version_changed)
+            .owns(DEPLOYMENT, resource_version_changed)
+            .owns(STATEFULSET, resource_version_changed)
+            .owns(SERVICE, resource_version_changed)
+            .owns(CONFIGMAP, resource_version_changed)
+            .owns(JOB, resource_version_changed)
+            .owns(CONTROLLERREVISION, resource_version_changed)
+            .watches(MACHINE, machine_to_workspace, resource_version_changed)
+            .watches(NODE, _nodes_to_workspaces(cache), node_facts_changed)
+            .watches(POD, pod_to_workspace, resource_version_changed, label_selector=LABEL_WORKSPACE)
+            .watches(CONFIGMAP, _configmaps_to_workspaces(cache), resource_version_changed)
+            .with_workers(settings.workers)
+            .named("workspace")
+            .build(reconciler))
+
+
+def add_workspace_controller(manager: Manager, settings: WorkspaceSettings | None = None, *,
+                             provisioner: str | None = None) -> Controller:
+    """Add the Workspace controller to ``manager`` (before ``manager.run()``); returns it.
+
+    ``provisioner`` names the provisioner plugin written into each Machine's ``spec.provisioner``
+    (None: leave it to the Machine controller's default).
+    """
+    return manager.add(workspace_controller(manager, settings, provisioner=provisioner))

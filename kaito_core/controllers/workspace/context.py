@@ -1,0 +1,115 @@
+"""What every manifest builder needs: the Workspace, its preset and SKU, the chosen nodes, settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kaito_presets import GpuSku, ModelPreset
+
+from kaito_core.api import (
+    ANNOTATION_REVISION,
+    GPU_RESOURCE,
+    GPU_TAINT_KEY,
+    GPU_TAINT_VALUE,
+    LABEL_WORKSPACE,
+    WORKSPACE_KIND,
+    Workspace,
+)
+from kaito_core.controllers.workspace.kinds import WORKSPACE
+from kaito_core.controllers.workspace.settings import WorkspaceSettings
+
+__all__ = ["BuildContext", "gpu_tolerations", "node_affinity", "owner_reference"]
+
+
+def owner_reference(ws: Workspace) -> dict[str, Any]:
+    """The controller ownerReference to the Workspace: children go with it (garbage collection)."""
+    return {"apiVersion": WORKSPACE.api_version, "kind": WORKSPACE_KIND, "name": ws.name,
+            "uid": ws.metadata.uid or "", "controller": True, "blockOwnerDeletion": True}
+
+
+def gpu_tolerations() -> list[dict[str, Any]]:
+    """Tolerate the GPU taint (sku=gpu:NoSchedule) and the device plugin's own."""
+    return [
+        {"key": GPU_TAINT_KEY, "operator": "Equal", "value": GPU_TAINT_VALUE, "effect": "NoSchedule"},
+        {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
+    ]
+
+
+def node_affinity(nodes: list[str]) -> dict[str, Any]:
+    """Required node affinity to exactly these nodes, by name (one term per node: the terms are ORed,
+    and a ``metadata.name`` field selector takes a single value)."""
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]} for node in sorted(nodes)
+    ]}}}
+
+
+@dataclass
+class BuildContext:
+    ws: Workspace
+    settings: WorkspaceSettings
+    preset: ModelPreset | None = None
+    sku: GpuSku | None = None
+    nodes: list[str] = field(default_factory=list)
+    revision: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.ws.name
+
+    @property
+    def namespace(self) -> str:
+        return self.ws.namespace
+
+    @property
+    def selector_labels(self) -> dict[str, str]:
+        return {LABEL_WORKSPACE: self.ws.name}
+
+    def metadata(self, name: str, *, labels: dict[str, str] | None = None) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "name": name, "namespace": self.namespace,
+            "labels": {**self.selector_labels, **(labels or {})},
+            "ownerReferences": [owner_reference(self.ws)],
+        }
+        if self.revision:
+            meta["annotations"] = {ANNOTATION_REVISION: self.revision}
+        return meta
+
+    @property
+    def gpus_per_node(self) -> int:
+        """GPUs a pod asks for: all of the SKU's (a GPU node serves one Workspace), else the preset's."""
+        if self.sku is not None:
+            return self.sku.gpu_count
+        if self.preset is not None:
+            return self.preset.inference.gpu_count
+        return 1
+
+    @property
+    def runtime(self) -> str:
+        wanted = self.ws.runtime or self.settings.default_runtime
+        if self.preset is None:
+            return wanted or "transformers"
+        if wanted and wanted in self.preset.runtimes:
+            return wanted
+        return self.preset.default_runtime
+
+    def image(self) -> str:
+        """The preset image: the runtime and the weights at /workspace/weights."""
+        assert self.preset is not None
+        spec = self.ws.preset
+        if spec is not None and spec.access_mode == "private" and spec.preset_options and spec.preset_options.image:
+            return spec.preset_options.image
+        tag = self.settings.runtime_image_tags.get(self.runtime, self.settings.image_tag)
+        return f"{self.settings.registry.rstrip('/')}/kaito-{self.preset.name}:{tag}"
+
+    def image_pull_secrets(self) -> list[dict[str, str]]:
+        spec = self.ws.preset
+        names = (spec.preset_options.image_pull_secrets or []) if spec and spec.preset_options else []
+        return [{"name": n} for n in names]
+
+    def model_access_env(self) -> list[dict[str, Any]]:
+        spec = self.ws.preset
+        secret = spec.preset_options.model_access_secret if spec and spec.preset_options else None
+        if not secret:
+            return []
+        return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": "HF_TOKEN"}}}]

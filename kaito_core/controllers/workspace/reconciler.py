@@ -1,0 +1,417 @@
+"""The Workspace reconciler: one level-based pass from the cache toward the Workspace.
+
+Each run: finalizer -> validate (the shared validator; never trust the webhook ran) ->
+revision -> nodes (reuse ready ones, create Machines for the rest, delete extras) ->
+workload (inference or tuning, once the nodes are ready) -> status (recomputed, written
+only when it changed, an Event per transition). On delete: delete this Workspace's
+Machines, wait until they are gone, drop the finalizer; the rest goes by ownerReference.
+
+Running it twice changes nothing; a crash between any two writes is picked up by the
+next run; names are deterministic, so a stale cache cannot create a second object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from kaito_presets import Catalog, GpuSku, ModelPreset, default_catalog
+
+from kaito_core.api import (
+    ANNOTATION_REVISION,
+    CONDITION_FALSE,
+    LABEL_WORKSPACE,
+    LABEL_WORKSPACE_NAMESPACE,
+    WORKSPACE_FINALIZER,
+    FieldError,
+    Workspace,
+    WorkspaceReason,
+    WorkspaceState,
+    parse_workspace,
+    validate_workspace,
+)
+from kaito_core.controllers.workspace.context import BuildContext
+from kaito_core.controllers.workspace.inference import (
+    headless_service,
+    inference_config_map,
+    inference_service,
+    inference_workload,
+    is_distributed,
+)
+from kaito_core.controllers.workspace.kinds import CONTROLLERREVISION, MACHINE, WORKSPACE
+from kaito_core.controllers.workspace.naming import headless_service_name, machine_name, revision_name
+from kaito_core.controllers.workspace.nodes import (
+    NodePlan,
+    ResourceState,
+    machine_manifest,
+    plan_nodes,
+    required_node_count,
+    resource_state,
+)
+from kaito_core.controllers.workspace.revision import controller_revision, prune_revisions, spec_hash
+from kaito_core.controllers.workspace.settings import WorkspaceSettings
+from kaito_core.controllers.workspace.status import (
+    Check,
+    Observed,
+    compute_status,
+    inference_check,
+    job_checks,
+    status_equal,
+    transitions,
+)
+from kaito_core.controllers.workspace.tuning import (
+    TUNING_HASH_ANNOTATION,
+    tuning_config_map,
+    tuning_hash,
+    tuning_job,
+)
+from kaito_core.engine import (
+    CONFIGMAP,
+    DEPLOYMENT,
+    JOB,
+    NODE,
+    POD,
+    SERVICE,
+    STATEFULSET,
+    AlreadyExistsError,
+    APIError,
+    Client,
+    ConflictError,
+    EventRecorder,
+    NotFoundError,
+    Request,
+    ResourceKind,
+    Result,
+    SharedCache,
+)
+
+__all__ = ["APPLIED_HASH_ANNOTATION", "WorkspaceReconciler", "manifest_hash"]
+
+log = structlog.get_logger("kaito_core.controllers.workspace")
+
+#: On every child we apply: a hash of what we applied, so an unchanged child is not written again.
+APPLIED_HASH_ANNOTATION = "kaito.sh/applied-hash"
+
+#: Slot names a deleting Workspace asks the API server about even when the cache shows no Machine.
+_MAX_TEARDOWN_SLOTS = 64
+
+_WARNING_REASONS = {
+    WorkspaceReason.VALIDATION_FAILED, WorkspaceReason.INFERENCE_FAILED, WorkspaceReason.JOB_FAILED,
+    WorkspaceReason.FAILED, WorkspaceReason.INSUFFICIENT_CAPACITY, WorkspaceReason.QUOTA_EXCEEDED,
+    WorkspaceReason.INSTANCE_TYPE_UNAVAILABLE, WorkspaceReason.PROVISIONING_FAILED,
+}
+
+
+def manifest_hash(obj: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def _meta(obj: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(obj.get("metadata") or {})
+
+
+def _annotations(obj: Mapping[str, Any] | None) -> dict[str, str]:
+    return dict(_meta(obj).get("annotations") or {}) if obj else {}
+
+
+def _owned_by(obj: Mapping[str, Any] | None, uid: str | None) -> bool:
+    return obj is not None and any(ref.get("uid") == uid and ref.get("controller")
+                                   for ref in _meta(obj).get("ownerReferences") or ())
+
+
+class WorkspaceReconciler:
+    """Reconciles Workspaces (see the module docstring); reads come from ``cache``."""
+
+    def __init__(self, client: Client, cache: SharedCache, recorder: EventRecorder | None = None,
+                 settings: WorkspaceSettings | None = None, *, catalog: Catalog | None = None,
+                 provisioner: str | None = None):
+        self.client = client
+        self.cache = cache
+        self.recorder = recorder
+        self.settings = settings or WorkspaceSettings()
+        self.catalog = catalog or default_catalog()
+        self.provisioner = provisioner
+
+    # ------------------------------------------------------------------ entry
+
+    async def reconcile(self, request: Request) -> Result:
+        obj = self.cache.get(WORKSPACE, request.namespace, request.name)
+        if obj is None:
+            return Result()  # gone: children follow by ownerReference
+        if _meta(obj).get("deletionTimestamp"):
+            return await self._teardown(obj)
+        if WORKSPACE_FINALIZER not in (_meta(obj).get("finalizers") or []):
+            try:
+                obj = await self._set_finalizers(obj, [*(_meta(obj).get("finalizers") or []), WORKSPACE_FINALIZER])
+            except ConflictError:
+                return Result(requeue=True)  # the cache was behind; the next run sees the newer object
+        errors = validate_workspace(obj, catalog=self.catalog)
+        ws, parse_errors = parse_workspace(obj)
+        if errors or ws is None:
+            return await self._invalid(obj, errors or parse_errors)
+        return await self._reconcile_valid(obj, ws)
+
+    async def _invalid(self, obj: dict[str, Any], errors: list[FieldError]) -> Result:
+        message = ("the Workspace is invalid, nothing was created; fix it and apply again: "
+                   + "; ".join(str(e) for e in errors))
+        observed = Observed(generation=_meta(obj).get("generation"), invalid=message)
+        await self._write_status(obj, observed)
+        return Result()  # reconciled again when it changes
+
+    async def _reconcile_valid(self, obj: dict[str, Any], ws: Workspace) -> Result:
+        preset = self.catalog.find_model(ws.preset.name) if ws.preset is not None else None
+        sku = self.catalog.find_sku(ws.resource.instance_type) if ws.resource.instance_type else None
+        revision = await self._revision(obj, ws)
+        plan, resource = await self._nodes(ws, preset, sku)
+        ctx = BuildContext(ws=ws, settings=self.settings, preset=preset, sku=sku, nodes=plan.nodes,
+                           revision=revision)
+        observed = Observed(generation=_meta(obj).get("generation"), is_tuning=ws.tuning is not None,
+                            resource=Check("True" if resource.ready else "False", resource.reason, resource.message),
+                            worker_nodes=plan.nodes)
+        if ws.inference is not None:
+            observed.workload = await self._inference(ctx, resource)
+            done = observed.workload.ok and resource.ready
+        else:
+            observed.job_started, observed.job_succeeded = await self._tuning(ctx, resource)
+            done = observed.job_succeeded.ok or observed.job_succeeded.reason == WorkspaceReason.JOB_FAILED
+        await self._write_status(obj, observed)
+        return Result() if done else Result(requeue_after=self.settings.requeue_seconds)
+
+    # ------------------------------------------------------------------ finalizer / teardown
+
+    async def _set_finalizers(self, obj: dict[str, Any], finalizers: list[str]) -> dict[str, Any]:
+        """Merge patch guarded by resourceVersion: a stale view answers Conflict, never loses a finalizer."""
+        meta = _meta(obj)
+        patch = {"metadata": {"finalizers": finalizers, "resourceVersion": meta.get("resourceVersion")}}
+        return await self.client.patch(WORKSPACE, meta["name"], patch, meta.get("namespace"))
+
+    def _own_machines(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        return self.cache.list(MACHINE, label_selector={LABEL_WORKSPACE: name, LABEL_WORKSPACE_NAMESPACE: namespace})
+
+    async def _teardown(self, obj: dict[str, Any]) -> Result:
+        meta = _meta(obj)
+        namespace, name = str(meta.get("namespace")), str(meta["name"])
+        if WORKSPACE_FINALIZER not in (meta.get("finalizers") or []):
+            return Result()
+        count = (obj.get("resource") or {}).get("count")
+        slots = min(count, _MAX_TEARDOWN_SLOTS) if isinstance(count, int) and count > 0 else 1
+        names = {_meta(m)["name"] for m in self._own_machines(namespace, name)}
+        # The cache may lag behind a Machine created just now: its name is deterministic, ask for it too.
+        names |= {machine_name(namespace, name, slot) for slot in range(slots)}
+        remaining: list[str] = []
+        for machine in sorted(names):
+            cached = self.cache.get(MACHINE, None, machine)
+            if cached is not None and _meta(cached).get("deletionTimestamp"):
+                remaining.append(machine)
+                continue
+            answer = await self.client.delete(MACHINE, machine, missing_ok=True, propagation_policy="Background")
+            if answer is not None and answer.get("kind") == "Machine" and _meta(answer).get("finalizers"):
+                remaining.append(machine)
+        if remaining:
+            if (obj.get("status") or {}).get("state") != WorkspaceState.DELETING:
+                status = dict(obj.get("status") or {})
+                status["state"] = WorkspaceState.DELETING
+                try:
+                    await self.client.patch_status(WORKSPACE, name, {"status": status}, namespace)
+                except NotFoundError:
+                    return Result()
+            log.info("waiting for machines to go", machines=remaining)
+            return Result(requeue_after=self.settings.teardown_poll_seconds)
+        finalizers = [f for f in meta.get("finalizers") or [] if f != WORKSPACE_FINALIZER]
+        try:
+            await self._set_finalizers(obj, finalizers)
+        except NotFoundError:
+            return Result()
+        except ConflictError:
+            return Result(requeue=True)
+        self._event(obj, "Normal", "Deleted", "machines are gone; the workload goes with the Workspace")
+        return Result()
+
+    # ------------------------------------------------------------------ revision
+
+    async def _revision(self, obj: dict[str, Any], ws: Workspace) -> str:
+        digest = spec_hash(ws)
+        try:
+            await self._record_revision(obj, ws, digest)
+        except APIError as exc:
+            # The history is for people; it must never hold the Workspace up.
+            log.warning("could not record the revision history", error=str(exc))
+        if ws.annotations.get(ANNOTATION_REVISION) != digest:
+            await self.client.patch(WORKSPACE, ws.name, {"metadata": {"annotations": {ANNOTATION_REVISION: digest}}},
+                                    ws.namespace)
+        return digest
+
+    async def _record_revision(self, obj: dict[str, Any], ws: Workspace, digest: str) -> None:
+        namespace = ws.namespace
+        revisions = self.cache.list(CONTROLLERREVISION, namespace, label_selector={LABEL_WORKSPACE: ws.name})
+        revisions = [r for r in revisions if _owned_by(r, ws.metadata.uid)]
+        name = revision_name(ws.name, digest)
+        current = next((r for r in revisions if _meta(r).get("name") == name), None)
+        top = max((int(r.get("revision") or 0) for r in revisions), default=0)
+        if current is not None and int(current.get("revision") or 0) < top:
+            # Back to an earlier spec: it becomes the newest revision again. A ControllerRevision's
+            # data is immutable (and compared byte for byte), so it is made anew rather than patched.
+            await self.client.delete(CONTROLLERREVISION, name, namespace, missing_ok=True)
+            revisions = [r for r in revisions if _meta(r).get("name") != name]
+            current = None
+        if current is None:
+            try:
+                current = await self.client.create(controller_revision(ws, digest, revisions), kind=CONTROLLERREVISION)
+            except AlreadyExistsError:
+                return  # made by an earlier run the cache has not shown yet
+            revisions.append(current)
+            self._event(obj, "Normal", "RevisionCreated",
+                        f"spec revision {current.get('revision')} ({digest}) recorded")
+        for old in prune_revisions(revisions, self.settings.revision_history, name):
+            await self.client.delete(CONTROLLERREVISION, old, namespace, missing_ok=True)
+
+    # ------------------------------------------------------------------ nodes
+
+    async def _nodes(self, ws: Workspace, preset: ModelPreset | None,
+                     sku: GpuSku | None) -> tuple[NodePlan, ResourceState]:
+        required = required_node_count(ws, preset, sku)
+        machines = self._own_machines(ws.namespace, ws.name)
+        nodes = self.cache.list(NODE, copy=False)
+        plan = plan_nodes(ws, required, machines, nodes)
+        if plan.create_slots and not ws.resource.instance_type:
+            found = len(plan.nodes)
+            return plan, ResourceState(False, WorkspaceReason.WAITING_FOR_NODES,
+                                       f"{found} of {required} preferred node(s) are ready and match "
+                                       "resource.labelSelector; set resource.instanceType to provision the rest")
+        for slot in plan.create_slots:
+            manifest = machine_manifest(ws, slot, preset=preset, sku=sku, provisioner=self.provisioner)
+            try:
+                created = await self.client.create(manifest, kind=MACHINE)
+            except AlreadyExistsError:
+                continue  # made by an earlier run the cache has not shown yet
+            self._event_ws(ws, "Normal", "MachineCreated",
+                           f"created Machine {manifest['metadata']['name']} ({ws.resource.instance_type})")
+            plan.machines.append(created)
+        if plan.create_slots:
+            plan.create_slots = []
+        for name in plan.delete_machines:
+            await self.client.delete(MACHINE, name, missing_ok=True)
+            self._event_ws(ws, "Normal", "MachineDeleted", f"deleted Machine {name}: not needed any more")
+        nodes_by_name = {_meta(n)["name"]: n for n in nodes}
+        return plan, resource_state(plan, nodes_by_name)
+
+    # ------------------------------------------------------------------ children
+
+    async def _ensure(self, desired: dict[str, Any], kind: ResourceKind) -> dict[str, Any]:
+        """Server-side apply ``desired`` unless the cached child was applied from the same manifest."""
+        meta = desired["metadata"]
+        digest = manifest_hash(desired)
+        meta.setdefault("annotations", {})[APPLIED_HASH_ANNOTATION] = digest
+        cached = self.cache.get(kind, meta.get("namespace"), meta["name"])
+        if cached is not None and _annotations(cached).get(APPLIED_HASH_ANNOTATION) == digest:
+            return cached
+        return await self.client.apply(desired, kind=kind, force=True)
+
+    async def _delete_owned(self, kind: ResourceKind, namespace: str, name: str, uid: str | None) -> None:
+        cached = self.cache.get(kind, namespace, name)
+        if _owned_by(cached, uid):
+            await self.client.delete(kind, name, namespace, missing_ok=True, propagation_policy="Background")
+
+    def _pods(self, ctx: BuildContext) -> list[dict[str, Any]]:
+        return self.cache.list(POD, ctx.namespace, label_selector=ctx.selector_labels)
+
+    async def _inference(self, ctx: BuildContext, resource: ResourceState) -> Check:
+        ws = ctx.ws
+        assert ws.inference is not None
+        distributed = is_distributed(ctx)
+        kind, other = (STATEFULSET, DEPLOYMENT) if distributed else (DEPLOYMENT, STATEFULSET)
+        existing = self.cache.get(kind, ctx.namespace, ctx.name)
+        if not resource.ready or not ctx.nodes:
+            # Never deploy before the nodes are ready; an existing workload is left as it is.
+            return inference_check(existing, self._pods(ctx)) if existing is not None else Check(
+                CONDITION_FALSE, WorkspaceReason.WAITING_FOR_RESOURCE, "waiting for the GPU nodes before deploying")
+        config_data: dict[str, Any] | None = None
+        if ws.inference.template is None:
+            if ws.inference.config:
+                user = self.cache.get(CONFIGMAP, ctx.namespace, ws.inference.config)
+                if user is None:
+                    return inference_check(existing, self._pods(ctx), blocked=(
+                        f"ConfigMap {ws.inference.config} (inference.config) not found in namespace "
+                        f"{ctx.namespace}; create it or remove inference.config to use the preset's defaults"))
+                config_data = dict(user.get("data") or {})
+            else:
+                config = inference_config_map(ctx)
+                await self._ensure(config, CONFIGMAP)
+                config_data = config["data"]
+        await self._delete_owned(other, ctx.namespace, ctx.name, ws.metadata.uid)
+        workload = await self._ensure(inference_workload(ctx, config_data=config_data), kind)
+        await self._ensure(inference_service(ctx), SERVICE)
+        if distributed:
+            await self._ensure(headless_service(ctx), SERVICE)
+        else:
+            await self._delete_owned(SERVICE, ctx.namespace, headless_service_name(ctx.name), ws.metadata.uid)
+        return inference_check(workload, self._pods(ctx))
+
+    async def _tuning(self, ctx: BuildContext, resource: ResourceState) -> tuple[Check, Check]:
+        ws = ctx.ws
+        assert ws.tuning is not None
+        job = self.cache.get(JOB, ctx.namespace, ctx.name)
+        if job is not None and not _owned_by(job, ws.metadata.uid):
+            message = f"a Job named {ctx.name} exists and does not belong to this Workspace; delete or rename it"
+            return job_checks(None, [], blocked=message)
+        want = tuning_hash(ctx)
+        if job is not None and _annotations(job).get(TUNING_HASH_ANNOTATION) != want:
+            # The pod template of a Job is immutable: a new tuning spec means a new Job.
+            if not _meta(job).get("deletionTimestamp"):
+                await self.client.delete(JOB, ctx.name, ctx.namespace, missing_ok=True,
+                                         propagation_policy="Background")
+                self._event_ws(ws, "Normal", "JobRecreated", "the tuning spec changed; replacing the tuning job")
+            return job_checks(None, [])
+        if job is None:
+            if not resource.ready or not ctx.nodes:
+                return job_checks(None, [])
+            if ws.tuning.config:
+                if self.cache.get(CONFIGMAP, ctx.namespace, ws.tuning.config) is None:
+                    return job_checks(None, [], blocked=(
+                        f"ConfigMap {ws.tuning.config} (tuning.config) not found in namespace {ctx.namespace}; "
+                        "create it or remove tuning.config to use the method's default template"))
+            else:
+                await self._ensure(tuning_config_map(ctx), CONFIGMAP)
+            try:
+                job = await self.client.create(tuning_job(ctx), kind=JOB)
+                self._event_ws(ws, "Normal", "JobCreated", f"created tuning job {ctx.name}")
+            except AlreadyExistsError:
+                job = await self.client.get_or_none(JOB, ctx.name, ctx.namespace)
+        elif not ws.tuning.config:
+            await self._ensure(tuning_config_map(ctx), CONFIGMAP)
+        return job_checks(job, self._pods(ctx))
+
+    # ------------------------------------------------------------------ status / events
+
+    async def _write_status(self, obj: dict[str, Any], observed: Observed) -> None:
+        current = obj.get("status") or {}
+        new = compute_status(current, observed)
+        if status_equal(current, new):
+            return
+        meta = _meta(obj)
+        try:
+            await self.client.patch_status(WORKSPACE, meta["name"], {"status": new}, meta.get("namespace"))
+        except NotFoundError:
+            return
+        for change in transitions(current, new):
+            warning = change.status == CONDITION_FALSE and change.reason in _WARNING_REASONS
+            self._event(obj, "Warning" if warning else "Normal", change.reason or change.type,
+                        f"{change.type} is {change.status}: {change.message}")
+
+    def _event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        if self.recorder is None:
+            return
+        ref = {"apiVersion": obj.get("apiVersion") or WORKSPACE.api_version, "kind": "Workspace",
+               "metadata": _meta(obj)}
+        if type_ == "Warning":
+            self.recorder.warning(ref, reason, message)
+        else:
+            self.recorder.normal(ref, reason, message)
+
+    def _event_ws(self, ws: Workspace, type_: str, reason: str, message: str) -> None:
+        self._event({"apiVersion": WORKSPACE.api_version,
+                     "metadata": {"name": ws.name, "namespace": ws.namespace, "uid": ws.metadata.uid}},
+                    type_, reason, message)

@@ -1,0 +1,130 @@
+"""The tuning workload: a Job that fetches the data, trains, and saves or pushes the adapter.
+
+* init container: download ``input.urls`` (retries, size limit) or copy ``input.image``'s /data
+  into ``/mnt/data``; an ``input.volumeSource`` is mounted there instead;
+* trainer: ``python -m kaito_presets.runtime.tuning`` with the method's ConfigMap (ours, from the
+  runtime's lora/qlora template, when ``tuning.config`` is empty);
+* output: ``output.volumeSource`` is mounted at ``/mnt/results``; for ``output.image`` a sidecar
+  waits for the trainer's completion marker and pushes the results with the push secret.
+
+The Job's pod template is immutable: a change of the tuning spec deletes the Job (the
+``kaito.sh/tuning-hash`` annotation tells) and the next run creates the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from kaito_presets.runtime.tuning.config import default_template
+
+from kaito_core.api import GPU_RESOURCE
+from kaito_core.controllers.workspace import runtime as rt
+from kaito_core.controllers.workspace.context import BuildContext, gpu_tolerations, node_affinity
+from kaito_core.controllers.workspace.naming import config_map_name
+
+__all__ = ["TUNING_HASH_ANNOTATION", "tuning_config_map", "tuning_config_name", "tuning_hash", "tuning_job"]
+
+TUNING_HASH_ANNOTATION = "kaito.sh/tuning-hash"
+_DATA = "data-volume"
+_RESULTS = "results-volume"
+_CONFIG = "config-volume"
+_PUSH_SECRET = "push-secret"
+_SHM = "dshm"
+
+
+def tuning_config_name(ctx: BuildContext) -> str:
+    assert ctx.ws.tuning is not None
+    return ctx.ws.tuning.config or config_map_name(ctx.name, "tuning")
+
+
+def tuning_config_map(ctx: BuildContext) -> dict[str, Any]:
+    """Our default training ConfigMap: the runtime's template for the method (lora or qlora)."""
+    assert ctx.ws.tuning is not None
+    method = ctx.ws.tuning.method
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": ctx.metadata(tuning_config_name(ctx), labels={"kaito.sh/tuning-method": method}),
+            "data": {rt.TUNING_CONFIG_KEY: default_template(method)}}
+
+
+def tuning_hash(ctx: BuildContext) -> str:
+    """What the Job was made from: the tuning spec, the nodes and the images."""
+    assert ctx.ws.tuning is not None
+    payload = {"tuning": ctx.ws.tuning.to_dict(), "nodes": sorted(ctx.nodes),
+               "image": ctx.image() if ctx.preset else None, "base": ctx.settings.base_image}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def tuning_job(ctx: BuildContext) -> dict[str, Any]:
+    assert ctx.ws.tuning is not None and ctx.preset is not None
+    tuning = ctx.ws.tuning
+    source = tuning.input
+    dest = tuning.output
+    gpus = str(ctx.gpus_per_node)
+    volumes: list[dict[str, Any]] = [
+        {"name": _SHM, "emptyDir": {"medium": "Memory"}},
+        {"name": _CONFIG, "configMap": {"name": tuning_config_name(ctx)}},
+    ]
+    init: list[dict[str, Any]] = []
+    data_mount = {"name": _DATA, "mountPath": rt.DATA_DIR}
+    if source is not None and source.volume_source:
+        volumes.append({"name": _DATA, **source.volume_source})
+    else:
+        volumes.append({"name": _DATA, "emptyDir": {}})
+        if source is not None and source.urls:
+            init.append({"name": "data-downloader", "image": ctx.settings.base_image,
+                         "imagePullPolicy": "IfNotPresent",
+                         "command": rt.download_command(list(source.urls),
+                                                        max_bytes=ctx.settings.download_max_bytes,
+                                                        attempts=ctx.settings.download_attempts),
+                         "volumeMounts": [data_mount]})
+        elif source is not None and source.image:
+            init.append({"name": "data-extractor", "image": source.image, "imagePullPolicy": "IfNotPresent",
+                         "command": rt.image_data_copy_command(), "volumeMounts": [data_mount]})
+    results_mount = {"name": _RESULTS, "mountPath": rt.RESULTS_DIR}
+    if dest is not None and dest.volume_source:
+        volumes.append({"name": _RESULTS, **dest.volume_source})
+    else:
+        volumes.append({"name": _RESULTS, "emptyDir": {}})
+    trainer: dict[str, Any] = {
+        "name": "tuning",
+        "image": ctx.image(),
+        "imagePullPolicy": "IfNotPresent",
+        "command": rt.tuning_command(tuning.method),
+        "resources": {"requests": {GPU_RESOURCE: gpus}, "limits": {GPU_RESOURCE: gpus}},
+        "volumeMounts": [{"name": _SHM, "mountPath": rt.SHM_DIR},
+                         {"name": _CONFIG, "mountPath": rt.CONFIG_DIR, "readOnly": True},
+                         data_mount, results_mount],
+    }
+    env = ctx.model_access_env()
+    if env:
+        trainer["env"] = env
+    containers = [trainer]
+    if dest is not None and dest.image:
+        containers.append({
+            "name": "pusher", "image": ctx.settings.base_image, "imagePullPolicy": "IfNotPresent",
+            "command": rt.push_command(dest.image, ctx.preset.name),
+            "volumeMounts": [results_mount,
+                             {"name": _PUSH_SECRET, "mountPath": rt.PUSH_SECRET_DIR, "readOnly": True}],
+        })
+        volumes.append({"name": _PUSH_SECRET, "secret": {"secretName": dest.image_push_secret or ""}})
+    pull_secrets = ctx.image_pull_secrets() + [
+        {"name": n} for n in (source.image_pull_secrets or [] if source is not None else [])]
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": containers,
+        "volumes": volumes,
+        "tolerations": gpu_tolerations(),
+        "affinity": node_affinity(ctx.nodes),
+    }
+    if init:
+        spec["initContainers"] = init
+    if pull_secrets:
+        spec["imagePullSecrets"] = pull_secrets
+    meta = ctx.metadata(ctx.name)
+    meta.setdefault("annotations", {})[TUNING_HASH_ANNOTATION] = tuning_hash(ctx)
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": {
+        "backoffLimit": ctx.settings.tuning_backoff_limit,
+        "template": {"metadata": {"labels": dict(ctx.selector_labels)}, "spec": spec},
+    }}

@@ -1,0 +1,122 @@
+"""Kill and restart the controller at random moments while 20 Workspaces come up: all reach
+Ready and exactly ``count`` Machines exist per Workspace (none was ever made twice)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+from collections import defaultdict
+from typing import Any
+
+import pytest
+from test_workspace_support import (
+    MachineSimulator,
+    delete_all_workspaces,
+    eventually,
+    install_crds,
+    is_true,
+    machine_controller_available,
+    new_manager,
+)
+
+from kaito_core.controllers.workspace import MACHINE, WORKSPACE, WorkspaceSettings
+from kaito_core.engine import DEPLOYMENT, ApiClientTransport, Client, Manager
+from kaito_core.testing import Cluster
+
+pytestmark = pytest.mark.e2e
+
+N = 20
+ROUNDS = 6
+
+
+def workspace(name: str, namespace: str, count: int) -> dict[str, Any]:
+    return {"apiVersion": "kaito.sh/v1beta1", "kind": "Workspace",
+            "metadata": {"name": name, "namespace": namespace},
+            "resource": {"count": count, "instanceType": "Standard_NC6s_v3",
+                         "labelSelector": {"matchLabels": {"apps": name}}},
+            "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}}}
+
+
+class RecordingSimulator(MachineSimulator):
+    """Remembers every Machine name it ever saw per Workspace (and makes Machines Ready unless the real
+    Machine controller does)."""
+
+    def __init__(self, client: Client, namespace: str, *, make_ready: bool):
+        super().__init__(client)
+        self.namespace = namespace
+        self.make_ready = make_ready
+        self.seen: dict[str, set[str]] = defaultdict(set)
+
+    async def _step(self) -> None:
+        for machine in (await self.client.list(MACHINE, label_selector={
+                "kaito.sh/workspacenamespace": self.namespace})).items:
+            self.seen[machine["metadata"]["labels"]["kaito.sh/workspace"]].add(machine["metadata"]["name"])
+        if self.make_ready:
+            await super()._step()
+
+
+async def kill(manager: Manager, task: asyncio.Task[None]) -> None:
+    """Abruptly: cancel the manager's task wherever it is, then drop its connections."""
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await asyncio.wait_for(task, 30)
+    await manager.client.close()
+
+
+async def test_random_restarts_converge_without_duplicate_machines(kube_cluster: Cluster,
+                                                                   kube_namespace: str) -> None:
+    ns = kube_namespace
+    seed = int(os.environ.get("KAITO_CHAOS_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    client = Client(await ApiClientTransport.from_kubeconfig(kube_cluster.kubeconfig))
+    await install_crds(kube_cluster, client)
+    real = machine_controller_available()
+    simulator = RecordingSimulator(client, ns, make_ready=not real)
+    simulator.start()
+    settings = WorkspaceSettings(requeue_seconds=3, workers=4)
+    counts = {f"chaos-{i:02d}": 2 if i % 5 == 0 else 1 for i in range(N)}
+    final: tuple[Manager, asyncio.Task[None]] | None = None
+    try:
+        manager = await new_manager(kube_cluster, ns, settings, machines=real)
+        task = asyncio.create_task(manager.run())
+        await asyncio.gather(*(client.create(workspace(name, ns, count), kind=WORKSPACE)
+                               for name, count in counts.items()))
+        for _ in range(ROUNDS):
+            await asyncio.sleep(rng.uniform(0.2, 3.0))
+            await kill(manager, task)
+            manager = await new_manager(kube_cluster, ns, settings, machines=real)
+            task = asyncio.create_task(manager.run())
+        final = (manager, task)
+
+        async def all_ready() -> bool:
+            items = (await client.list(WORKSPACE, ns)).items
+            return len(items) == N and all(is_true(ws, "WorkspaceReady") for ws in items)
+
+        try:
+            await eventually(all_ready, 240, interval=1, message=f"all {N} Workspaces Ready (seed {seed})")
+        except AssertionError:
+            items = (await client.list(WORKSPACE, ns)).items
+            stuck = {ws["metadata"]["name"]: (ws.get("status") or {}).get("conditions") for ws in items
+                     if not is_true(ws, "WorkspaceReady")}
+            raise AssertionError(f"seed {seed}: not Ready: {stuck}") from None
+
+        machines: dict[str, list[str]] = defaultdict(list)
+        for machine in (await client.list(MACHINE, label_selector={"kaito.sh/workspacenamespace": ns})).items:
+            machines[machine["metadata"]["labels"]["kaito.sh/workspace"]].append(machine["metadata"]["name"])
+        for name, count in counts.items():
+            assert len(machines[name]) == count, (seed, name, machines[name])
+            assert len(simulator.seen[name]) == count, (seed, name, "a Machine was created twice",
+                                                        simulator.seen[name])
+            deployment = await client.get(DEPLOYMENT, name, ns)
+            assert deployment["spec"]["replicas"] == count
+            assert deployment["status"].get("readyReplicas") == count
+    finally:
+        if final is not None:
+            with contextlib.suppress(Exception):
+                await delete_all_workspaces(client, ns, timeout=90)
+            await kill(*final)
+        await simulator.stop()
+        await simulator.cleanup()
+        await client.close()
