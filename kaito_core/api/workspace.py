@@ -185,6 +185,8 @@ class WorkspaceStatus(KubeModel):
     conditions: list[Condition] | None = Field(
         default=None, description="ResourceReady, InferenceReady, JobStarted, WorkspaceSucceeded, WorkspaceReady.")
     state: str | None = Field(default=None, description="One word for the whole Workspace, e.g. Ready.")
+    observed_generation: int | None = Field(
+        default=None, description="The metadata.generation this status describes.")
 
 
 class Workspace(KubeModel):

@@ -59,8 +59,10 @@ class Operator:
             manager_settings.leader_election.lease_namespace = settings.namespace
         mgr = manager or await Manager.from_kubeconfig(kubeconfig, settings=manager_settings)
         plugin = provisioner or load_provisioner(settings.provisioner, settings.provisioner_settings)
-        machine = add_machine_controller(mgr, plugin, namespace=settings.namespace)
-        workspace = add_workspace_controller(mgr, provisioner=settings.provisioner)
+        # The Machine controller first: it may narrow the Machine informer, which must happen
+        # before any other controller (the Workspace one) asks the cache for Machines.
+        machine = add_machine_controller(mgr, plugin, settings.machine, namespace=settings.namespace)
+        workspace = add_workspace_controller(mgr, settings.workspace, provisioner=settings.provisioner)
         log.info("operator wired", provisioner=settings.provisioner, namespace=settings.namespace,
                  leader_election=manager_settings.leader_election.enabled, webhook=settings.webhook.enabled)
         return cls(settings, mgr, plugin, workspace, machine)

@@ -13,6 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kaito_core.controllers.machine.settings import MachineControllerSettings
+from kaito_core.controllers.workspace.settings import WorkspaceSettings
 from kaito_core.engine.settings import ManagerSettings
 
 __all__ = ["OperatorSettings", "WebhookSettings"]
@@ -60,6 +62,10 @@ class OperatorSettings(BaseSettings):
     """Engine settings: leader election, probes/metrics port, timeouts."""
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     """Admission webhook settings."""
+    workspace: WorkspaceSettings = Field(default_factory=WorkspaceSettings)
+    """Workspace reconciler settings (images, workers, ...)."""
+    machine: MachineControllerSettings = Field(default_factory=MachineControllerSettings)
+    """Machine reconciler settings (launch/registration timeouts, garbage collection, ...)."""
     log_format: Literal["json", "console"] = "json"
     """Structured logs as JSON lines (in cluster) or coloured console lines."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"

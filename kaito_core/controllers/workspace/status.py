@@ -259,6 +259,8 @@ def compute_status(current: Mapping[str, Any] | None, obs: Observed, *, now: str
     if obs.worker_nodes:
         status["workerNodes"] = sorted(obs.worker_nodes)
     status["state"] = _state(obs)
+    if gen:
+        status["observedGeneration"] = gen
     return status
 
 
