@@ -61,7 +61,7 @@ def crds(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Regenerate the API reference from the models and build the site strictly."""
     session.run(PY, "-m", "kaito_core.api.docs", "docs/reference/api.md")
-    session.run(PY, "-m", "mkdocs", "build", "--strict", "--site-dir", "site")
+    session.run(PY, "-m", "mkdocs", "build", "--strict", "--site-dir", "site", env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 @nox.session

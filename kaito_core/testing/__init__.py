@@ -25,6 +25,7 @@ from kaito_core.testing.nodes import (
     wait_for_node_ready,
 )
 from kaito_core.testing.versions import ETCD_VERSION, KUBERNETES_VERSION, KWOK_VERSION
+from kaito_core.testing.waiting import eventually
 
 __all__ = [
     "ETCD_VERSION",
@@ -41,6 +42,7 @@ __all__ = [
     "cluster_from_environment",
     "create_gpu_node",
     "ensure_binaries",
+    "eventually",
     "free_port",
     "gpu_node_manifest",
     "node_is_ready",

@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from kaito_core.api import GPU_RESOURCE, LABEL_MACHINE
 from kaito_core.controllers.workspace import MACHINE, WORKSPACE, WorkspaceSettings, add_workspace_controller
 from kaito_core.engine import CRD, NODE, Client, Manager, ManagerSettings, NotFoundError
 from kaito_core.testing import Cluster, gpu_node_manifest
+from kaito_core.testing.waiting import eventually
 
 __all__ = [
     "EXAMPLES",
@@ -39,18 +39,6 @@ EXAMPLES = ROOT / "examples"
 CRDS = ROOT / "deploy" / "crds"
 
 
-async def eventually(check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float,
-                     interval: float = 0.3, message: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{message} not reached within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 async def kubectl(cluster: Cluster, *args: str, input: str | None = None, check: bool = True) -> str:

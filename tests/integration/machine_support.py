@@ -19,6 +19,7 @@ from kaito_core.api.crd import machine_crd
 from kaito_core.controllers.machine import MachineController, MachineControllerSettings, add_machine_controller
 from kaito_core.engine import CRD, NODE, Client, Manager, ManagerSettings, NotFoundError
 from kaito_core.provisioning import MACHINE, NodeRef, Provisioner
+from kaito_core.testing.waiting import eventually
 
 __all__ = [
     "TEST_LABEL",
@@ -40,18 +41,6 @@ def run_id() -> str:
     return uuid.uuid4().hex[:8]
 
 
-async def eventually(check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float,
-                     interval: float = 0.2, message: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{message} not reached within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 async def install_machine_crd(client: Client) -> None:

@@ -7,27 +7,13 @@ kube-controller-manager, kube-scheduler, kwok) through kubernetes_asyncio.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from kubernetes_asyncio import client, watch
 
-from kaito_core.testing import GPU_RESOURCE, GPU_TAINT, KUBERNETES_VERSION
-
-T = TypeVar("T")
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], limit: float = 60, what: str = "") -> T:
-    deadline = time.monotonic() + limit
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {limit}s waiting for {what}")
-        await asyncio.sleep(0.2)
+from kaito_core.testing import GPU_RESOURCE, GPU_TAINT, KUBERNETES_VERSION, eventually
 
 
 async def test_version_is_the_pinned_release(kube_api: client.ApiClient) -> None:
@@ -104,7 +90,7 @@ async def test_install_crd_and_watch_its_objects(kube_api: client.ApiClient, kub
         got = await ext.read_custom_resource_definition(f"{plural}.{group}")
         return any(c.type == "Established" and c.status == "True" for c in got.status.conditions or [])
 
-    await eventually(established, 30, "the CRD to be Established")
+    await eventually(established, 30, message="the CRD to be Established")
     custom = client.CustomObjectsApi(kube_api)
     seen: list[str] = []
 
@@ -187,14 +173,14 @@ async def test_gpu_deployment_pod_scheduled_and_running(
         pods = await core.list_namespaced_pod(kube_namespace, label_selector="app=gpu-model")
         return next((p for p in pods.items if p.status.phase == "Running"), None)
 
-    pod = await eventually(running_pod, 90, "the GPU pod to run on the kwok node")
+    pod = await eventually(running_pod, 90, message="the GPU pod to run on the kwok node")
     assert pod.spec.node_name == node.metadata.name
 
     async def deployment_available() -> bool:
         dep = await apps.read_namespaced_deployment("gpu-model", kube_namespace)
         return (dep.status.available_replicas or 0) == 1
 
-    await eventually(deployment_available, 60, "the Deployment to report 1 available replica")
+    await eventually(deployment_available, 60, message="the Deployment to report 1 available replica")
 
 
 async def test_gpu_pod_without_toleration_stays_pending(
@@ -210,7 +196,7 @@ async def test_gpu_pod_without_toleration_stays_pending(
         pod = await core.read_namespaced_pod("untolerated", kube_namespace)
         return any(c.type == "PodScheduled" and c.status == "False" for c in pod.status.conditions or [])
 
-    await eventually(unschedulable, 60, "the scheduler to refuse the tainted node")
+    await eventually(unschedulable, 60, message="the scheduler to refuse the tainted node")
     pod = await core.read_namespaced_pod("untolerated", kube_namespace)
     assert pod.spec.node_name is None
 
@@ -235,7 +221,7 @@ async def test_job_pod_completes_and_job_succeeds(
             c.type == "Complete" and c.status == "True" for c in job.status.conditions or []
         )
 
-    await eventually(succeeded, 90, "the Job to complete")
+    await eventually(succeeded, 90, message="the Job to complete")
 
 
 async def test_deleting_owner_garbage_collects_child(kube_api: client.ApiClient, kube_namespace: str) -> None:
@@ -267,7 +253,7 @@ async def test_deleting_owner_garbage_collects_child(kube_api: client.ApiClient,
             return exc.status == 404
         return False
 
-    await eventually(child_gone, 60, "the garbage collector to delete the child")
+    await eventually(child_gone, 60, message="the garbage collector to delete the child")
 
 
 async def test_namespace_finishes_deleting(kube_api: client.ApiClient) -> None:
@@ -283,4 +269,4 @@ async def test_namespace_finishes_deleting(kube_api: client.ApiClient) -> None:
             return exc.status == 404
         return False
 
-    await eventually(gone, 90, "the namespace controller to finish deleting 'doomed'")
+    await eventually(gone, 90, message="the namespace controller to finish deleting 'doomed'")

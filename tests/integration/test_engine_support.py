@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from kaito_core.engine import (
@@ -27,6 +27,7 @@ from kaito_core.engine import (
     Result,
     SharedCache,
 )
+from kaito_core.testing.waiting import eventually
 
 __all__ = ["WIDGET", "SampleReconciler", "eventually", "install_widget_crd", "make_settings", "sample_controller",
            "widget"]
@@ -53,18 +54,6 @@ WIDGET_CRD: dict[str, Any] = {
 }
 
 
-async def eventually(check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float,
-                     interval: float = 0.2, message: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{message} not reached within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 async def install_widget_crd(client: Client) -> None:
