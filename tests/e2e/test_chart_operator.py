@@ -75,7 +75,7 @@ def chart_install(kube_cluster: Any, tmp_path: Path) -> Iterator[dict[str, Any]]
     kube_cluster.kubectl("create", "namespace", namespace)
     kube_cluster.kubectl("create", "namespace", test_ns)
     kube_cluster.kubectl("label", "namespace", test_ns, f"kaito-chart-test={run}")
-    kube_cluster.kubectl("apply", "--server-side", "-f", "-",
+    kube_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
                          input="\n---\n".join(yaml.safe_dump(d) for d in docs if d["kind"] not in ("Deployment",)))
     sa = next(d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount")
     token = kube_cluster.kubectl("create", "token", sa, "-n", namespace, "--duration=2h").stdout.strip()

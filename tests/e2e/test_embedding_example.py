@@ -29,7 +29,7 @@ def _load_example() -> Any:
 async def test_embedded_reconcilers_and_own_controller(kube_cluster: Any) -> None:
     example = _load_example()
     for crd in __import__("kaito_core.api.crd", fromlist=["all_crds"]).all_crds():
-        kube_cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(crd))
+        kube_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(crd))
     kube_cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     namespace = f"team-{uuid.uuid4().hex[:6]}"
     kube_cluster.kubectl("create", "namespace", namespace)
