@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -51,6 +51,9 @@ TUNING_METHODS: tuple[str, ...] = ("lora", "qlora")
 
 Runtime = Literal["vllm", "transformers"]
 TuningMethod = Literal["lora", "qlora"]
+
+
+_T = TypeVar("_T", bound=BaseModel)
 
 
 class CatalogError(ValueError):
@@ -335,36 +338,31 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _load_models(folder: Traversable | Path) -> list[ModelPreset]:
-    models: list[ModelPreset] = []
+def _load_entries(folder: Traversable | Path, file_model: type[_ModelFile] | type[_SkuFile],
+                  entry_model: type[_T], field: str, inherited: str) -> list[_T]:
+    """Every entry of every ``*.yaml`` in ``folder``: the file's ``inherited`` key (family or cloud)
+    goes into each entry; errors name the file and the entry."""
+    entries: list[_T] = []
     for path in sorted((p for p in folder.iterdir() if p.name.endswith(".yaml")), key=lambda p: p.name):
         try:
-            data = _ModelFile.model_validate(_read_yaml(path))
+            data = file_model.model_validate(_read_yaml(path))
         except ValidationError as exc:
             raise CatalogError(f"{path.name}: {_describe(exc)}") from exc
-        for index, entry in enumerate(data.models):
+        for index, entry in enumerate(getattr(data, field)):
             try:
-                models.append(ModelPreset.model_validate({"family": data.family, **entry}))
+                entries.append(entry_model.model_validate({inherited: getattr(data, inherited), **entry}))
             except ValidationError as exc:
-                name = entry.get("name", f"models[{index}]")
+                name = entry.get("name", f"{field}[{index}]")
                 raise CatalogError(f"{path.name}: {name}: {_describe(exc)}") from exc
-    return models
+    return entries
+
+
+def _load_models(folder: Traversable | Path) -> list[ModelPreset]:
+    return _load_entries(folder, _ModelFile, ModelPreset, "models", "family")
 
 
 def _load_skus(folder: Traversable | Path) -> list[GpuSku]:
-    skus: list[GpuSku] = []
-    for path in sorted((p for p in folder.iterdir() if p.name.endswith(".yaml")), key=lambda p: p.name):
-        try:
-            data = _SkuFile.model_validate(_read_yaml(path))
-        except ValidationError as exc:
-            raise CatalogError(f"{path.name}: {_describe(exc)}") from exc
-        for index, entry in enumerate(data.skus):
-            try:
-                skus.append(GpuSku.model_validate({"cloud": data.cloud, **entry}))
-            except ValidationError as exc:
-                name = entry.get("name", f"skus[{index}]")
-                raise CatalogError(f"{path.name}: {name}: {_describe(exc)}") from exc
-    return skus
+    return _load_entries(folder, _SkuFile, GpuSku, "skus", "cloud")
 
 
 def load_catalog(folder: Path | None = None) -> Catalog:
