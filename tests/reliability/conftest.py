@@ -21,6 +21,15 @@ from reliability_support import RESULTS, ROOT, Fleet, install_crds, table
 from kaito_core.testing import ControlPlane, ControlPlaneMode
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on a private plane need the full control plane: mark them so ``-m 'not controlplane'``
+    (and ``-m 'not e2e'``) leave them out like the rest of the suite's control-plane tests."""
+    for item in items:
+        if "private_plane" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.controlplane)
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture(scope="module")
 def private_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """A full control plane of this module's own: tests may restart its apiserver or compact its etcd."""

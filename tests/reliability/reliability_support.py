@@ -329,6 +329,9 @@ class OperatorProcess:
         return total
 
     def ready(self) -> bool:
+        """/readyz answers 200; raises if the process has exited (no point waiting for it)."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"the operator exited ({self.proc.returncode}):\n{self.tail()}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/readyz", timeout=2) as resp:
                 return bool(resp.status == 200)
