@@ -34,7 +34,7 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff (style and bugs) and import-linter (the layers of kaito_core)."""
     session.run(PY, "-m", "ruff", "check", ".")
-    session.run("lint-imports", external=True)
+    session.run(str(Path(PY).parent / "lint-imports"), external=True)
     session.run(PY, "-m", "kaito_core.api.crd", "--check", "deploy/crds")
 
 
