@@ -119,7 +119,10 @@ class Client:
         """Send one request (retrying where safe) and return the decoded JSON answer."""
         if idempotent is None:
             idempotent = method in ("GET", "PUT", "DELETE", "HEAD")
-        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        data: bytes | None = None
+        if body is not None:
+            # allow_nan=False: NaN is not JSON; fail here rather than with the apiserver's parse error.
+            data = body if isinstance(body, bytes) else json.dumps(body, allow_nan=False).encode()
         headers = {"Content-Type": content_type} if data is not None else {}
         per_try = self.timeout if timeout is None else timeout
         retrying = AsyncRetrying(

@@ -35,7 +35,8 @@ from kaito_core.testing.process import ManagedProcess, wait_until
 
 __all__ = ["ControlPlane", "ControlPlaneMode", "free_port"]
 
-SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_CIDR = "10.96.0.0/16"  # room for thousands of Services (a /24 filled up at ~250 Workspaces)
+SERVICE_IP = "10.96.0.1"  # the "kubernetes" Service: the first address of the range
 POD_CIDR = "10.0.128.0/17"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 # Metadata level for service accounts only: enough to know every call they make, cheap to write.
@@ -120,7 +121,7 @@ class ControlPlane:
             self._owned_workdir = True
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "logs").mkdir(exist_ok=True)
-        self.certs = make_certificates(self.workdir / "pki")
+        self.certs = make_certificates(self.workdir / "pki", service_ip=SERVICE_IP)
         self.etcd_port = free_port()
         self.apiserver_port = free_port()
         self._write_kubeconfig()

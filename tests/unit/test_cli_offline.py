@@ -69,3 +69,17 @@ def test_api_reference_is_current() -> None:
     page = Path(__file__).parents[2] / "docs" / "reference" / "api.md"
     assert page.read_text() == render_reference(), "run: python -m kaito_core.api.docs docs/reference/api.md"
     assert "`resource.instanceType`" in page.read_text() and "`spec.instanceType`" in page.read_text()
+
+
+def test_controller_flags_read_provisioner_settings_as_json() -> None:
+    from kaito_core.cli import build_parser
+    from kaito_core.cli.controller import settings_from_args
+
+    args = build_parser().parse_args([
+        "controller", "--provisioner", "simulated", "--provisioner-setting", 'quota_exceeded=["Standard_NC6s_v3"]',
+        "--provisioner-setting", "launch_delay=0", "--provisioner-setting", "node_name_prefix=sim-",
+        "--leader-elect", "true", "--no-webhook"])
+    settings = settings_from_args(args)
+    assert settings.provisioner_settings == {"quota_exceeded": ["Standard_NC6s_v3"], "launch_delay": 0,
+                                             "node_name_prefix": "sim-"}
+    assert settings.manager.leader_election.enabled is True and settings.webhook.enabled is False

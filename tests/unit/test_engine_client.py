@@ -252,3 +252,11 @@ async def test_unknown_kind_needs_explicit_kind() -> None:
     client = Client(FakeTransport())
     with pytest.raises(LookupError):
         await client.create({"apiVersion": "nope/v9", "kind": "Nothing", "metadata": {"name": "x"}})
+
+
+async def test_nan_is_refused_before_sending() -> None:
+    transport = FakeTransport(ok(CM))
+    client = Client(transport)
+    with pytest.raises(ValueError):
+        await client.create({**CM, "data": {"x": float("nan")}}, kind=CONFIGMAP)
+    assert transport.calls == []

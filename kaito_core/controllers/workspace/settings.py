@@ -22,7 +22,7 @@ class WorkspaceSettings(BaseModel):
     """Image with the kaito_presets runtimes but no weights: downloads data, pulls and pushes adapters."""
     default_runtime: str | None = None
     """Runtime when a Workspace has no ``kaito.sh/runtime`` annotation (None: the preset's own default)."""
-    workers: int = 4
+    workers: int = 16
     """Workspaces reconciled concurrently (never two reconciles of the same Workspace at once)."""
     requeue_seconds: float = 15.0
     """How often a Workspace that is not yet ready is looked at again even without events (a safety net)."""
