@@ -42,6 +42,7 @@ from kaito_core.engine.handler import (
 from kaito_core.engine.health import HealthServer
 from kaito_core.engine.indexers import (
     INDEX_CONTROLLER_UID,
+    INDEX_LABEL,
     INDEX_NAMESPACE,
     INDEX_OWNER_UID,
     IndexFunc,
@@ -104,6 +105,7 @@ __all__ = [
     "DEPLOYMENT",
     "EVENT",
     "INDEX_CONTROLLER_UID",
+    "INDEX_LABEL",
     "INDEX_NAMESPACE",
     "INDEX_OWNER_UID",
     "JOB",

@@ -11,11 +11,13 @@ from typing import Any
 
 __all__ = [
     "INDEX_CONTROLLER_UID",
+    "INDEX_LABEL",
     "INDEX_NAMESPACE",
     "INDEX_OWNER_UID",
     "IndexFunc",
     "controller_uid_index",
     "label_index",
+    "label_pair_index",
     "namespace_index",
     "owner_uid_index",
 ]
@@ -25,6 +27,7 @@ IndexFunc = Callable[[Mapping[str, Any]], Iterable[str]]
 INDEX_NAMESPACE = "namespace"
 INDEX_OWNER_UID = "owner-uid"
 INDEX_CONTROLLER_UID = "controller-uid"
+INDEX_LABEL = "label"
 
 
 def namespace_index(obj: Mapping[str, Any]) -> Iterable[str]:
@@ -42,6 +45,13 @@ def controller_uid_index(obj: Mapping[str, Any]) -> Iterable[str]:
     """The uid of the one ownerReference with ``controller: true``, if any."""
     refs = (obj.get("metadata") or {}).get("ownerReferences") or ()
     return tuple(str(ref["uid"]) for ref in refs if ref.get("controller") and ref.get("uid"))
+
+
+def label_pair_index(obj: Mapping[str, Any]) -> Iterable[str]:
+    """Every label as ``key=value`` (neither may contain ``=``): what makes a label-selector
+    read of the cache cost the size of the answer, not the size of the kind."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return tuple(f"{key}={value}" for key, value in labels.items())
 
 
 def label_index(key: str) -> IndexFunc:

@@ -54,6 +54,16 @@ def _requirement(term: str) -> Requirement:
     return lambda labels: key in labels
 
 
+def _equality(term: str) -> tuple[str, str] | None:
+    if "!=" in term or "(" in term:
+        return None
+    for op in ("==", "="):
+        if op in term:
+            key, value = (part.strip() for part in term.split(op, 1))
+            return key, value
+    return None
+
+
 class LabelSelector:
     """A parsed selector; ``matches(labels)`` is all requirements at once (AND)."""
 
@@ -64,7 +74,11 @@ class LabelSelector:
             self.text = selector
         else:
             self.text = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-        self._requirements = [_requirement(term) for term in _split(self.text)]
+        terms = _split(self.text)
+        self._requirements = [_requirement(term) for term in terms]
+        self.equalities: tuple[tuple[str, str], ...] = tuple(
+            pair for pair in (_equality(term) for term in terms) if pair is not None)
+        """The ``key=value`` terms: a store narrows its candidates with its label index on these."""
 
     def matches(self, labels: Mapping[str, str] | None) -> bool:
         labels = labels or {}

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import builtins
 import copy as copylib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from kaito_core.engine.indexers import (
     INDEX_CONTROLLER_UID,
+    INDEX_LABEL,
     INDEX_NAMESPACE,
     INDEX_OWNER_UID,
     IndexFunc,
     controller_uid_index,
+    label_pair_index,
     namespace_index,
     owner_uid_index,
 )
@@ -31,6 +33,7 @@ DEFAULT_INDEXERS: dict[str, IndexFunc] = {
     INDEX_NAMESPACE: namespace_index,
     INDEX_OWNER_UID: owner_uid_index,
     INDEX_CONTROLLER_UID: controller_uid_index,
+    INDEX_LABEL: label_pair_index,
 }
 
 
@@ -103,19 +106,29 @@ class Store:
 
     def list(self, namespace: str | None = None, label_selector: str | Mapping[str, str] | None = None, *,
              copy: bool = True) -> builtins.list[dict[str, Any]]:
-        if namespace is not None:
-            candidates: Iterator[dict[str, Any]] = (
-                self._items[key] for key in self._indices.get(INDEX_NAMESPACE, {}).get(namespace, ())
-            ) if INDEX_NAMESPACE in self._indices else (
-                obj for key, obj in self._items.items() if key[0] == namespace)
-        else:
-            candidates = iter(self._items.values())
         selector = parse_selector(label_selector)
+        keys: Iterable[ObjectKey] = self._narrow(namespace, selector.equalities)
+        if namespace is not None:
+            keys = (key for key in keys if key[0] == namespace)
+        candidates: Iterator[dict[str, Any]] = (self._items[key] for key in keys)
         if not selector.empty:
             candidates = (obj for obj in candidates
                           if selector.matches((obj.get("metadata") or {}).get("labels")))
         result = list(candidates)
         return copylib.deepcopy(result) if copy else result
+
+    def _narrow(self, namespace: str | None, equalities: tuple[tuple[str, str], ...]) -> Iterable[ObjectKey]:
+        """The smallest index bucket that holds every answer (every key when no index applies);
+        the caller still applies the namespace and the whole selector to what comes back."""
+        buckets: builtins.list[set[ObjectKey]] = []
+        if namespace is not None and INDEX_NAMESPACE in self._indices:
+            buckets.append(self._indices[INDEX_NAMESPACE].get(namespace, set()))
+        if equalities and INDEX_LABEL in self._indices:
+            by_label = self._indices[INDEX_LABEL]
+            buckets.extend(by_label.get(f"{key}={value}", set()) for key, value in equalities)
+        if not buckets:
+            return self._items.keys()
+        return min(buckets, key=len)
 
     def by_index(self, index: str, value: str, *, copy: bool = True) -> builtins.list[dict[str, Any]]:
         if index not in self._indices:

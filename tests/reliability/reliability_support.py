@@ -448,6 +448,13 @@ class Fleet:
             if not is_true(ws, "WorkspaceReady"):
                 out[_key(ws)] = [(c.get("type"), c.get("status"), c.get("reason"), c.get("message"))
                                  for c in (ws.get("status") or {}).get("conditions") or []]
+                # What a scheduler sees on the nodes (taints are the usual reason a pod waits).
+                nodes = {n["metadata"]["name"]: n for n in self.objects("nodes")}
+                for name in (ws.get("status") or {}).get("workerNodes") or []:
+                    node = nodes.get(name) or {}
+                    out[_key(ws)].append(("node", name, str((node.get("spec") or {}).get("taints")),
+                                          str([(c.get("type"), c.get("status"))
+                                               for c in (node.get("status") or {}).get("conditions") or []])))
                 if len(out) >= limit:
                     break
         return out

@@ -368,9 +368,16 @@ async def test_manager_probes_metrics_and_stop() -> None:
             assert resp.status == 200 and "[+]cache-sync ok" in await resp.text()
         manager.controllers[0].queue.add(Request("ns", "ok"))
         await settle(lambda: rec.calls.get("ok") == 1)
-        async with http.get(f"{base}/metrics") as resp:
-            text = await resp.text()
-    assert 'controller_runtime_reconcile_total{controller="widget",result="success"} 1.0' in text
+        # The counter moves when the reconcile returns, a moment after it was called: poll.
+        success = 'controller_runtime_reconcile_total{controller="widget",result="success"} 1.0'
+        text = ""
+        for _ in range(200):
+            async with http.get(f"{base}/metrics") as resp:
+                text = await resp.text()
+            if success in text:
+                break
+            await asyncio.sleep(0.02)
+    assert success in text
     assert "workqueue_depth" in text and "controller_runtime_max_concurrent_reconciles" in text
     assert "workqueue_unfinished_work_seconds" in text and "workqueue_longest_running_processor_seconds" in text
     assert len(manager.cache.informers) == 2  # the Widget and ConfigMap informers, shared

@@ -12,6 +12,7 @@ import pytest
 
 from kaito_core.engine import (
     CONFIGMAP,
+    INDEX_LABEL,
     INDEX_OWNER_UID,
     APIConnectionError,
     CacheNotWatchingError,
@@ -257,6 +258,29 @@ def test_store_indices_and_selectors() -> None:
     assert got is not None
     got["metadata"]["name"] = "mutated"
     assert store.get("ns2", "other", copy=False)["metadata"]["name"] == "other"  # type: ignore[index]
+
+
+def test_label_selector_reads_use_the_label_index() -> None:
+    """An equality selector reads one index bucket, and the answer equals a full scan's."""
+    store = Store()
+    for i in range(200):
+        store.upsert(cm(f"c{i}", i, f"ns{i % 3}", app=f"a{i % 10}", tier="web" if i % 2 else "db"))
+    scanned = Store(indexers={})  # no index at all: every read scans
+    for _, obj in store.items():
+        scanned.upsert(obj)
+    for ns, selector in [(None, "app=a3"), ("ns1", "app=a3,tier=web"), ("ns2", "app==a4,tier!=db"),
+                         (None, {"tier": "db", "app": "a2"}), ("ns0", "app in (a1,a2)"), (None, "app=none"),
+                         ("ns1", None), (None, "tier")]:
+        got = sorted(o["metadata"]["name"] for o in store.list(ns, selector))
+        want = sorted(o["metadata"]["name"] for o in scanned.list(ns, selector))
+        assert got == want, (ns, selector)
+    assert parse_selector("a=1,b==2,c!=3,d in (x),e").equalities == (("a", "1"), ("b", "2"))
+    assert store.by_index(INDEX_LABEL, "app=a7") and all(
+        o["metadata"]["labels"]["app"] == "a7" for o in store.by_index(INDEX_LABEL, "app=a7"))
+    # An update moves the object between label buckets.
+    store.upsert(cm("c7", 999, "ns1", app="moved"))
+    assert [o["metadata"]["name"] for o in store.list(label_selector="app=moved")] == ["c7"]
+    assert "c7" not in {o["metadata"]["name"] for o in store.list(label_selector="app=a7")}
 
 
 @pytest.mark.parametrize(("selector", "labels", "expected"), [

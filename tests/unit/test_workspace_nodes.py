@@ -186,3 +186,43 @@ def test_resource_state() -> None:
                                          "message": "quota standardNCSv3Family exhausted"}]}
     state = resource_state(plan_nodes(w, 2, [machine(w, 0, node_name="n0"), failing], []), ready)
     assert state.reason == "QuotaExceeded" and "quota standardNCSv3Family" in state.message
+
+
+def test_node_events_find_workspaces_through_the_selector_index() -> None:
+    """A Node event wakes exactly the Workspaces whose labelSelector it matches (found through an
+    index on matchLabels, not a test of every Workspace), and only its owner for a node we made."""
+    from kaito_core.controllers.workspace import (
+        INDEX_WORKSPACE_SELECTOR,
+        _nodes_to_workspaces,
+        workspace_selector_index,
+    )
+    from kaito_core.controllers.workspace.kinds import WORKSPACE
+    from kaito_core.engine import Request, SharedCache
+    from kaito_core.engine.client import Client
+
+    cache = SharedCache(Client.__new__(Client))
+    cache.add_index(WORKSPACE, INDEX_WORKSPACE_SELECTOR, workspace_selector_index)
+    store = cache.informer(WORKSPACE).store
+
+    def workspace(name: str, selector: dict[str, Any]) -> dict[str, Any]:
+        return {"metadata": {"name": name, "namespace": "ns"}, "resource": {"labelSelector": selector}}
+
+    store.upsert(workspace("phi", {"matchLabels": {"apps": "phi-3"}}))
+    store.upsert(workspace("phi-zone", {"matchLabels": {"apps": "phi-3", "zone": "a"}}))
+    store.upsert(workspace("falcon", {"matchLabels": {"apps": "falcon"}}))
+    store.upsert(workspace("gpu-any", {"matchExpressions": [{"key": "gpu", "operator": "Exists"}]}))
+    for i in range(100):
+        store.upsert(workspace(f"other-{i}", {"matchLabels": {"apps": f"o{i}"}}))
+    map_fn = _nodes_to_workspaces(cache)
+
+    def woken(labels: dict[str, str]) -> list[str]:
+        return sorted(r.name for r in map_fn({"metadata": {"name": "n", "labels": labels}}))
+
+    assert woken({"apps": "phi-3"}) == ["phi"]
+    assert woken({"apps": "phi-3", "zone": "a", "gpu": "1"}) == ["gpu-any", "phi", "phi-zone"]
+    assert woken({"apps": "o7"}) == ["other-7"]
+    assert woken({"unrelated": "x"}) == []
+    # A node made for a Workspace (our labels) serves only that Workspace.
+    assert list(map_fn({"metadata": {"name": "n", "labels": {
+        "apps": "phi-3", "kaito.sh/workspace": "phi", "kaito.sh/workspacenamespace": "ns"}}})) == [
+        Request("ns", "phi")]

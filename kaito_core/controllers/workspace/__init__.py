@@ -77,15 +77,42 @@ node_facts_changed = Predicate(update=lambda old, new: _node_facts(old) != _node
                                name="node_facts_changed")
 
 
+#: Workspaces by each ``key=value`` of ``resource.labelSelector.matchLabels`` ("*" when it has none):
+#: a Node event looks up its own labels instead of testing every Workspace's selector.
+INDEX_WORKSPACE_SELECTOR = "workspace-selector-label"
+#: Workspaces by the ConfigMap they name in ``inference.config`` / ``tuning.config``.
+INDEX_WORKSPACE_CONFIG = "workspace-config"
+_ANY_SELECTOR = "*"
+
+
+def workspace_selector_index(ws: Mapping[str, Any]) -> Iterable[str]:
+    selector = (ws.get("resource") or {}).get("labelSelector") or {}
+    pairs = tuple(f"{key}={value}" for key, value in (selector.get("matchLabels") or {}).items())
+    return pairs or (_ANY_SELECTOR,)
+
+
+def workspace_config_index(ws: Mapping[str, Any]) -> Iterable[str]:
+    names = {(ws.get(section) or {}).get("config") for section in ("inference", "tuning")}
+    return tuple(sorted(str(name) for name in names if name))
+
+
 def _nodes_to_workspaces(cache: SharedCache) -> Any:
     def map_fn(node: Mapping[str, Any]) -> Iterable[Request]:
         out = list(machine_to_workspace(node))
+        if out:
+            return out  # a node made for a Workspace serves no other (qualified_nodes)
         labels = _labels(node)
         # Nodes brought by the user: every Workspace whose labelSelector matches.
-        for ws in cache.list(WORKSPACE, copy=False):
-            selector = (ws.get("resource") or {}).get("labelSelector")
-            if selector and matches_selector(labels, selector):
-                out.append(Request.for_object(ws))
+        seen: set[tuple[str | None, str]] = set()
+        for value in (_ANY_SELECTOR, *(f"{key}={val}" for key, val in labels.items())):
+            for ws in cache.by_index(WORKSPACE, INDEX_WORKSPACE_SELECTOR, value, copy=False):
+                request = Request.for_object(ws)
+                if (request.namespace, request.name) in seen:
+                    continue
+                seen.add((request.namespace, request.name))
+                selector = (ws.get("resource") or {}).get("labelSelector")
+                if selector and matches_selector(labels, selector):
+                    out.append(request)
         return out
 
     return map_fn
@@ -95,12 +122,9 @@ def _configmaps_to_workspaces(cache: SharedCache) -> Any:
     def map_fn(cm: Mapping[str, Any]) -> Iterable[Request]:
         meta = cm.get("metadata") or {}
         namespace, name = meta.get("namespace"), meta.get("name")
-        out = []
-        for ws in cache.list(WORKSPACE, namespace, copy=False):
-            names = {(ws.get("inference") or {}).get("config"), (ws.get("tuning") or {}).get("config")}
-            if name in names:
-                out.append(Request.for_object(ws))
-        return out
+        return [Request.for_object(ws) for ws in cache.by_index(WORKSPACE, INDEX_WORKSPACE_CONFIG, str(name),
+                                                                 copy=False)
+                if (ws.get("metadata") or {}).get("namespace") == namespace]
 
     return map_fn
 
@@ -110,6 +134,8 @@ def workspace_controller(manager: Manager, settings: WorkspaceSettings | None = 
     """The Workspace Controller, built (not yet added to the manager)."""
     settings = settings or WorkspaceSettings()
     cache = manager.cache
+    cache.add_index(WORKSPACE, INDEX_WORKSPACE_SELECTOR, workspace_selector_index)
+    cache.add_index(WORKSPACE, INDEX_WORKSPACE_CONFIG, workspace_config_index)
     reconciler = WorkspaceReconciler(manager.client, cache, manager.recorder, settings, provisioner=provisioner)
     return (Controller.for_(WORKSPACE, resource_version_changed)
             .owns(DEPLOYMENT, resource_version_changed)

@@ -270,11 +270,24 @@ class WorkspaceReconciler:
 
     # ------------------------------------------------------------------ nodes
 
+    def _candidate_nodes(self, ws: Workspace, machines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The nodes this Workspace could use or already uses: its Machines' nodes and those that
+        match ``labelSelector.matchLabels`` (the label index answers; no scan of every Node)."""
+        match_labels = ws.resource.label_selector.match_labels or {}
+        found = {_meta(n)["name"]: n for n in self.cache.list(NODE, label_selector=dict(match_labels), copy=False)}
+        for machine in machines:
+            node_name = (machine.get("status") or {}).get("nodeName")
+            if node_name and node_name not in found:
+                node = self.cache.get(NODE, None, str(node_name), copy=False)
+                if node is not None:
+                    found[str(node_name)] = node
+        return list(found.values())
+
     async def _nodes(self, ws: Workspace, preset: ModelPreset | None,
                      sku: GpuSku | None) -> tuple[NodePlan, ResourceState]:
         required = required_node_count(ws, preset, sku)
         machines = self._own_machines(ws.namespace, ws.name)
-        nodes = self.cache.list(NODE, copy=False)
+        nodes = self._candidate_nodes(ws, machines)
         plan = plan_nodes(ws, required, machines, nodes)
         if plan.create_slots and not ws.resource.instance_type:
             found = len(plan.nodes)
