@@ -25,7 +25,7 @@ from kaito_core.testing.nodes import (
     wait_for_node_ready,
 )
 from kaito_core.testing.versions import ETCD_VERSION, KUBERNETES_VERSION, KWOK_VERSION
-from kaito_core.testing.waiting import eventually
+from kaito_core.testing.waiting import condition, condition_is_true, eventually
 
 __all__ = [
     "ETCD_VERSION",
@@ -40,6 +40,8 @@ __all__ = [
     "ToolchainMissingError",
     "asset_dir",
     "cluster_from_environment",
+    "condition",
+    "condition_is_true",
     "create_gpu_node",
     "ensure_binaries",
     "eventually",

@@ -1,13 +1,14 @@
-"""Waiting for the world to converge, the way level-based controllers are tested."""
+"""Waiting for the world to converge, the way level-based controllers are tested, and reading
+the conditions it converges to from plain object dicts."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-__all__ = ["eventually"]
+__all__ = ["condition", "condition_is_true", "eventually"]
 
 
 async def eventually(check: Callable[[], Awaitable[Any] | Any], timeout: float, interval: float = 0.2,
@@ -28,3 +29,17 @@ async def eventually(check: Callable[[], Awaitable[Any] | Any], timeout: float, 
             extra = f": {describe()}" if describe is not None else ""
             raise AssertionError(f"{message} not reached within {timeout}s{extra}")
         await asyncio.sleep(interval)
+
+
+def condition(obj: Mapping[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    """The ``status.conditions`` entry of ``type_`` in an object dict (a copy), or None."""
+    for cond in ((obj or {}).get("status") or {}).get("conditions") or ():
+        if cond.get("type") == type_:
+            return dict(cond)
+    return None
+
+
+def condition_is_true(obj: Mapping[str, Any] | None, type_: str) -> bool:
+    """True when the object has condition ``type_`` with status "True"."""
+    cond = condition(obj, type_)
+    return cond is not None and cond.get("status") == "True"

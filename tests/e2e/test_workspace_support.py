@@ -19,7 +19,7 @@ from typing import Any
 from kaito_core.api import GPU_RESOURCE, LABEL_MACHINE
 from kaito_core.controllers.workspace import MACHINE, WORKSPACE, WorkspaceSettings, add_workspace_controller
 from kaito_core.engine import CRD, NODE, Client, Manager, ManagerSettings, NotFoundError
-from kaito_core.testing import Cluster, gpu_node_manifest
+from kaito_core.testing import Cluster, condition, condition_is_true, gpu_node_manifest
 from kaito_core.testing.waiting import eventually
 
 __all__ = [
@@ -65,16 +65,8 @@ async def install_crds(cluster: Cluster, client: Client) -> None:
     await eventually(served, 60, message="CRDs established")
 
 
-def condition(ws: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
-    for cond in ((ws or {}).get("status") or {}).get("conditions") or ():
-        if cond.get("type") == type_:
-            return dict(cond)
-    return None
-
-
-def is_true(ws: dict[str, Any] | None, type_: str) -> bool:
-    cond = condition(ws, type_)
-    return cond is not None and cond.get("status") == "True"
+# Shared with every test: kaito_core.testing reads conditions from object dicts.
+is_true = condition_is_true
 
 
 async def machines_of(client: Client, namespace: str, name: str) -> list[dict[str, Any]]:

@@ -34,7 +34,7 @@ from kaito_core.api import LABEL_MACHINE, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMES
 from kaito_core.controllers.workspace import MACHINE, WORKSPACE
 from kaito_core.engine import CRD, DEPLOYMENT, NODE, ApiClientTransport, Client, Informer, NotFoundError
 from kaito_core.engine.informer import FuncHandler
-from kaito_core.testing import ControlPlane, free_port
+from kaito_core.testing import ControlPlane, condition, condition_is_true, free_port
 
 __all__ = [
     "RESULTS",
@@ -124,16 +124,8 @@ async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float
         await asyncio.sleep(interval)
 
 
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
-    for cond in ((obj or {}).get("status") or {}).get("conditions") or ():
-        if cond.get("type") == type_:
-            return dict(cond)
-    return None
-
-
-def is_true(obj: dict[str, Any] | None, type_: str) -> bool:
-    cond = condition(obj, type_)
-    return cond is not None and cond.get("status") == "True"
+# Shared with every test: kaito_core.testing reads conditions from object dicts.
+is_true = condition_is_true
 
 
 def ready_now(ws: dict[str, Any]) -> bool:

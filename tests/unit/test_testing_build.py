@@ -53,3 +53,13 @@ def test_cache_folder_is_keyed_by_every_version(monkeypatch: pytest.MonkeyPatch,
     assert folder.parent == tmp_path / "bin"
     for version in (build.KUBERNETES_VERSION, build.ETCD_VERSION, build.KWOK_VERSION):
         assert version in folder.name
+
+
+def test_condition_helpers_read_object_dicts() -> None:
+    from kaito_core.testing import condition, condition_is_true
+
+    ws = {"status": {"conditions": [{"type": "ResourceReady", "status": "True"},
+                                    {"type": "WorkspaceReady", "status": "False", "reason": "Pending"}]}}
+    assert condition(ws, "WorkspaceReady") == {"type": "WorkspaceReady", "status": "False", "reason": "Pending"}
+    assert condition_is_true(ws, "ResourceReady") and not condition_is_true(ws, "WorkspaceReady")
+    assert condition(None, "X") is None and not condition_is_true({}, "ResourceReady")
