@@ -291,6 +291,7 @@ async def test_count_change_scales_machines_and_replicas(kube_cluster: Cluster, 
         await kubectl(kube_cluster, "apply", "-n", ns, "-f", str(EXAMPLES / "kaito_workspace_phi_3.yaml"))
         await wait_true(client, ns, name, "WorkspaceReady")
         (first,) = await machines_of(client, ns, name)
+        (serving,) = await running_pods(client, ns, name)
         await client.patch(WORKSPACE, name, {"resource": {"count": 2}}, ns)
 
         async def scaled(n: int) -> bool:
@@ -302,6 +303,8 @@ async def test_count_change_scales_machines_and_replicas(kube_cluster: Cluster, 
         await eventually(lambda: scaled(2), 90, message="two nodes, two replicas")
         pods = await running_pods(client, ns, name)
         assert len({p["spec"]["nodeName"] for p in pods}) == 2  # one replica per node
+        # The replica that served before is still serving: adding a node rolled nothing.
+        assert serving["metadata"]["uid"] in {p["metadata"]["uid"] for p in pods}
         await client.patch(WORKSPACE, name, {"resource": {"count": 1}}, ns)
         await eventually(lambda: scaled(1), 90, message="back to one node")
         assert [m["metadata"]["uid"] for m in await machines_of(client, ns, name)] == [first["metadata"]["uid"]]

@@ -246,3 +246,28 @@ def test_revisions() -> None:
     assert sorted(prune_revisions(history, 10, "r12")) == ["r1", "r2"]
     assert prune_revisions(history, 10, "r1") == ["r2"]
 
+
+
+def test_scaling_labelled_nodes_changes_replicas_not_the_template() -> None:
+    """Nodes made for the Workspace are chosen by its labels: 1 -> 2 nodes must not roll the pod
+    that serves; a node brought by the user is still pinned by name."""
+    def dep_for(count: int, nodes: list[str], labelled: set[str]) -> dict[str, Any]:
+        ws = workspace(resource={"count": count, "instanceType": "Standard_NC6s_v3",
+                                 "labelSelector": {"matchLabels": {"apps": "phi-3"}}})
+        ctx = ctx_for(ws, nodes)
+        ctx.labelled_nodes = frozenset(labelled)
+        return inference_workload(ctx)
+
+    one, two = dep_for(1, ["n0"], {"n0"}), dep_for(2, ["n0", "n1"], {"n0", "n1"})
+    assert (one["spec"]["replicas"], two["spec"]["replicas"]) == (1, 2)
+    assert one["spec"]["template"] == two["spec"]["template"]
+    terms = two["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [{"matchExpressions": [
+        {"key": "kaito.sh/workspace", "operator": "In", "values": [two["metadata"]["name"]]},
+        {"key": "kaito.sh/workspacenamespace", "operator": "In", "values": [two["metadata"]["namespace"]]}]}]
+    mixed = dep_for(2, ["byo-1", "n0"], {"n0"})
+    terms = mixed["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms[1:] == [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["byo-1"]}]}]
+    assert "matchExpressions" in terms[0]

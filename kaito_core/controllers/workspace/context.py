@@ -13,13 +13,14 @@ from kaito_core.api import (
     GPU_TAINT_KEY,
     GPU_TAINT_VALUE,
     LABEL_WORKSPACE,
+    LABEL_WORKSPACE_NAMESPACE,
     WORKSPACE_KIND,
     Workspace,
 )
 from kaito_core.controllers.workspace.kinds import WORKSPACE
 from kaito_core.controllers.workspace.settings import WorkspaceSettings
 
-__all__ = ["BuildContext", "gpu_tolerations", "node_affinity", "owner_reference"]
+__all__ = ["BuildContext", "gpu_tolerations", "node_affinity", "owner_reference", "placement_affinity"]
 
 
 def owner_reference(ws: Workspace) -> dict[str, Any]:
@@ -44,6 +45,24 @@ def node_affinity(nodes: list[str]) -> dict[str, Any]:
     ]}}}
 
 
+def placement_affinity(ctx: BuildContext) -> dict[str, Any]:
+    """Required node affinity of a long-running workload: the nodes made for this Workspace by
+    their ``kaito.sh/workspace*`` labels, other nodes (brought by the user) by name.
+
+    A node added or removed for a labelled Workspace leaves the pod template unchanged, so
+    scaling ``resource.count`` adds or removes replicas without restarting the ones that serve.
+    """
+    terms: list[dict[str, Any]] = []
+    if any(node in ctx.labelled_nodes for node in ctx.nodes):
+        terms.append({"matchExpressions": [
+            {"key": LABEL_WORKSPACE, "operator": "In", "values": [ctx.name]},
+            {"key": LABEL_WORKSPACE_NAMESPACE, "operator": "In", "values": [ctx.namespace]},
+        ]})
+    by_name = sorted(node for node in ctx.nodes if node not in ctx.labelled_nodes)
+    terms += [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]} for node in by_name]
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}
+
+
 @dataclass
 class BuildContext:
     ws: Workspace
@@ -51,6 +70,8 @@ class BuildContext:
     preset: ModelPreset | None = None
     sku: GpuSku | None = None
     nodes: list[str] = field(default_factory=list)
+    labelled_nodes: frozenset[str] = frozenset()
+    """Nodes of ``nodes`` that carry this Workspace's labels (made for it by a Machine)."""
     revision: str = ""
 
     @property

@@ -26,7 +26,7 @@ from kaito_core.controllers.workspace.adapters import (
     adapter_mounts,
     adapter_volumes,
 )
-from kaito_core.controllers.workspace.context import BuildContext, gpu_tolerations, node_affinity
+from kaito_core.controllers.workspace.context import BuildContext, gpu_tolerations, placement_affinity
 from kaito_core.controllers.workspace.naming import config_map_name, headless_service_name
 
 __all__ = [
@@ -170,9 +170,10 @@ def preset_pod_spec(ctx: BuildContext, *, config_data: dict[str, Any] | None = N
 
 
 def _affinity(ctx: BuildContext, distributed: bool) -> dict[str, Any]:
-    affinity = node_affinity(ctx.nodes)
-    if not distributed and _replicas(ctx) > 1:
-        # One replica per node: each holds all of a node's GPUs.
+    affinity = placement_affinity(ctx)
+    if not distributed:
+        # One replica per node: each holds all of a node's GPUs. Set for one replica too, so
+        # going from one node to two changes only the replica count, not the template.
         affinity["podAntiAffinity"] = {"requiredDuringSchedulingIgnoredDuringExecution": [
             {"labelSelector": {"matchLabels": ctx.selector_labels}, "topologyKey": "kubernetes.io/hostname"}]}
     return affinity
@@ -190,7 +191,7 @@ def template_pod_spec(ctx: BuildContext) -> tuple[dict[str, Any], dict[str, Any]
             tolerations.append(toleration)
     spec["tolerations"] = tolerations
     affinity = dict(spec.get("affinity") or {})
-    affinity.update(node_affinity(ctx.nodes))
+    affinity.update(placement_affinity(ctx))
     spec["affinity"] = affinity
     return meta, spec
 

@@ -172,6 +172,8 @@ class NodePlan:
     """This Workspace's Machines that are kept, by slot."""
     create_slots: list[int] = field(default_factory=list)
     delete_machines: list[str] = field(default_factory=list)
+    labelled: set[str] = field(default_factory=set)
+    """Nodes (of :attr:`nodes`) that carry this Workspace's ``kaito.sh/workspace*`` labels."""
 
     @property
     def nodes(self) -> list[str]:

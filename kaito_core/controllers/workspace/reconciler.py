@@ -167,7 +167,7 @@ class WorkspaceReconciler:
         revision = await self._revision(obj, ws)
         plan, resource = await self._nodes(ws, preset, sku)
         ctx = BuildContext(ws=ws, settings=self.settings, preset=preset, sku=sku, nodes=plan.nodes,
-                           revision=revision)
+                           labelled_nodes=frozenset(plan.labelled), revision=revision)
         observed = Observed(generation=_meta(obj).get("generation"), is_tuning=ws.tuning is not None,
                             resource=Check("True" if resource.ready else "False", resource.reason, resource.message),
                             worker_nodes=plan.nodes)
@@ -309,6 +309,9 @@ class WorkspaceReconciler:
             await self.client.delete(MACHINE, name, missing_ok=True)
             self._event_ws(ws, "Normal", "MachineDeleted", f"deleted Machine {name}: not needed any more")
         nodes_by_name = {_meta(n)["name"]: n for n in nodes}
+        ours = {LABEL_WORKSPACE: ws.name, LABEL_WORKSPACE_NAMESPACE: ws.namespace}
+        plan.labelled = {name for name in plan.nodes if name in nodes_by_name and all(
+            (_meta(nodes_by_name[name]).get("labels") or {}).get(k) == v for k, v in ours.items())}
         return plan, resource_state(plan, nodes_by_name)
 
     # ------------------------------------------------------------------ children
