@@ -3,8 +3,9 @@
 Each run: finalizer -> validate (the shared validator; never trust the webhook ran) ->
 revision -> nodes (reuse ready ones, create Machines for the rest, delete extras) ->
 workload (inference or tuning, once the nodes are ready) -> status (recomputed, written
-only when it changed, an Event per transition). On delete: delete this Workspace's
-Machines, wait until they are gone, drop the finalizer; the rest goes by ownerReference.
+only when it changed, an Event per transition). On delete: delete the workload (so pods stop
+on nodes that still exist), delete this Workspace's Machines, wait until they are gone, drop
+the finalizer; the rest goes by ownerReference.
 
 Running it twice changes nothing; a crash between any two writes is picked up by the
 next run; names are deterministic, so a stale cache cannot create a second object.
@@ -12,6 +13,7 @@ next run; names are deterministic, so a stale cache cannot create a second objec
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Mapping
@@ -198,6 +200,7 @@ class WorkspaceReconciler:
             return Result()
         count = (obj.get("resource") or {}).get("count")
         slots = min(count, _MAX_TEARDOWN_SLOTS) if isinstance(count, int) and count > 0 else 1
+        await self._stop_workloads(namespace, name, meta.get("uid"))
         names = {_meta(m)["name"] for m in self._own_machines(namespace, name)}
         # The cache may lag behind a Machine created just now: its name is deterministic, ask for it too.
         names |= {machine_name(namespace, name, slot) for slot in range(slots)}
@@ -229,6 +232,18 @@ class WorkspaceReconciler:
             return Result(requeue=True)
         self._event(obj, "Normal", "Deleted", "machines are gone; the workload goes with the Workspace")
         return Result()
+
+    async def _stop_workloads(self, namespace: str, name: str, uid: str | None) -> None:
+        """Delete the workload before its nodes: pods stop gracefully on nodes that still exist,
+        and no controller recreates them onto nodes on their way out (garbage collection would
+        only remove them once the finalizer is gone)."""
+        for kind in (DEPLOYMENT, STATEFULSET, JOB):
+            cached = self.cache.get(kind, namespace, name, copy=False)
+            if cached is not None and _owned_by(cached, uid) and not _meta(cached).get("deletionTimestamp"):
+                # uid-conditional: never a same-named object made since the cache saw this one.
+                with contextlib.suppress(ConflictError):
+                    await self.client.delete(kind, name, namespace, missing_ok=True,
+                                             propagation_policy="Background", uid=_meta(cached).get("uid"))
 
     # ------------------------------------------------------------------ revision
 
