@@ -18,6 +18,7 @@ __all__ = [
     "generation_changed",
     "labels_changed",
     "not_",
+    "not_just_a_heartbeat",
     "or_",
     "predicate",
     "resource_version_changed",
@@ -62,6 +63,21 @@ annotations_changed = _update_only(
 resource_version_changed = _update_only(
     lambda old, new: _meta(old, "resourceVersion") != _meta(new, "resourceVersion"),
     "resource_version_changed")
+
+
+def _without_heartbeats(obj: Obj) -> dict[str, Any]:
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in ("resourceVersion", "managedFields")}
+    status = dict(obj.get("status") or {})
+    if status.get("conditions"):
+        status["conditions"] = [{k: v for k, v in cond.items() if k != "lastHeartbeatTime"}
+                                for cond in status["conditions"]]
+    return {**obj, "metadata": meta, "status": status}
+
+
+# A Node posts its status every few seconds to minutes; an update that moves nothing but the
+# conditions' lastHeartbeatTime is no news to a controller that watches Nodes.
+not_just_a_heartbeat = _update_only(lambda old, new: _without_heartbeats(old) != _without_heartbeats(new),
+                                    "not_just_a_heartbeat")
 
 
 def or_(*preds: Predicate) -> Predicate:

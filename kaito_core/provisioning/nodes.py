@@ -32,9 +32,11 @@ from kaito_core.api.machine import Machine
 from kaito_core.engine.resources import ResourceKind
 
 __all__ = [
+    "EPHEMERAL_TAINT_KEYS",
     "LABEL_PROVISIONER",
     "MACHINE",
     "allocatable_gpus",
+    "ephemeral_taints",
     "machine_gpu_request",
     "node_is_ready",
     "node_labels_for",
@@ -85,6 +87,21 @@ def taint_matches(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Same taint: key, effect and value (a missing value equals an empty one)."""
     return bool(a.get("key") == b.get("key") and a.get("effect") == b.get("effect")
                 and (a.get("value") or "") == (b.get("value") or ""))
+
+
+#: Taints Kubernetes itself puts on a node that is not usable yet (or any more); like Karpenter's
+#: "known ephemeral taints", a node is not initialized while it carries one of them.
+EPHEMERAL_TAINT_KEYS: Final = (
+    "node.kubernetes.io/not-ready",
+    "node.kubernetes.io/unreachable",
+    "node.cloudprovider.kubernetes.io/uninitialized",
+)
+
+
+def ephemeral_taints(node: Mapping[str, Any]) -> list[str]:
+    """``key:effect`` of each ephemeral taint still on the Node (empty when it is clear)."""
+    return [f"{t.get('key')}:{t.get('effect')}" for t in (node.get("spec") or {}).get("taints") or ()
+            if t.get("key") in EPHEMERAL_TAINT_KEYS]
 
 
 def node_is_ready(node: Mapping[str, Any]) -> bool:

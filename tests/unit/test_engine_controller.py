@@ -71,6 +71,20 @@ def test_labels_and_annotations_changed() -> None:
     assert not annotations_changed.update(obj(annotations={"x": "y"}), obj(annotations={"x": "y"}))
 
 
+def test_not_just_a_heartbeat() -> None:
+    from kaito_core.engine import not_just_a_heartbeat
+
+    def node(rv: str, beat: str, ready: str = "True", taints: list[Any] | None = None) -> dict[str, Any]:
+        return {"metadata": {"name": "n", "resourceVersion": rv}, "spec": {"taints": taints or []},
+                "status": {"conditions": [{"type": "Ready", "status": ready, "lastHeartbeatTime": beat,
+                                           "lastTransitionTime": "t0"}]}}
+
+    assert not not_just_a_heartbeat.update(node("1", "10:00"), node("2", "10:01"))
+    assert not_just_a_heartbeat.update(node("1", "10:00"), node("2", "10:01", ready="False"))
+    assert not_just_a_heartbeat.update(node("1", "10:00", taints=[{"key": "x"}]), node("2", "10:01"))
+    assert not_just_a_heartbeat.create(node("1", "10:00")) and not_just_a_heartbeat.delete(node("1", "10:00"))
+
+
 def test_combinators() -> None:
     either = or_(generation_changed, labels_changed)
     assert either.update(obj(), obj(labels={"a": "b"}))

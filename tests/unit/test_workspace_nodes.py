@@ -181,6 +181,14 @@ def test_resource_state() -> None:
     assert not state.ready and "nvidia.com/gpu" in state.message
     state = resource_state(plan, {"n0": node("n0"), "n1": node("n1", ready=False)})
     assert not state.ready and state.reason == "WaitingForNodes"
+    # Ready, but the node lifecycle controller has not lifted its not-ready taint: a pod sent
+    # there now would be Unschedulable, so the nodes are not ready for the workload yet.
+    tainted = node("n1")
+    tainted["spec"]["taints"].append({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"})
+    state = resource_state(plan, {"n0": node("n0"), "n1": tainted})
+    assert not state.ready and state.reason == "WaitingForNodes"
+    assert "node n1 still carries node.kubernetes.io/not-ready:NoSchedule" in state.message
+    assert qualified_nodes(ws(preferred=["n1"]), [tainted]) == []
     failing = machine(w, 1)
     failing["status"] = {"conditions": [{"type": "Launched", "status": "False", "reason": "QuotaExceeded",
                                          "message": "quota standardNCSv3Family exhausted"}]}

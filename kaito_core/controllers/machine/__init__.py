@@ -45,6 +45,7 @@ from kaito_core.controllers.machine.settings import MachineControllerSettings
 from kaito_core.engine.controller import Controller
 from kaito_core.engine.logging import get_logger
 from kaito_core.engine.manager import Manager
+from kaito_core.engine.predicate import not_just_a_heartbeat
 from kaito_core.engine.resources import NODE
 from kaito_core.provisioning.nodes import MACHINE
 from kaito_core.provisioning.protocol import Provisioner, ProvisionerContext
@@ -102,7 +103,7 @@ def add_machine_controller(manager: Manager, provisioner: Provisioner,
     if settings.machine_selector:
         predicates.append(selected(settings.machine_selector))
     controller = (Controller.for_(MACHINE, *predicates)
-                  .watches(NODE, reconciler.machines_for_node)
+                  .watches(NODE, reconciler.machines_for_node, not_just_a_heartbeat)
                   .with_workers(settings.workers)
                   .named(CONTROLLER_NAME)
                   .build(reconciler))

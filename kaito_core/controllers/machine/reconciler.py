@@ -8,8 +8,9 @@ The lifecycle follows Karpenter's NodeClaim:
    ``Launched=False`` with the error's reason and message, retried after ``retry_after`` with backoff;
 3. **Registered**: the Node with that providerID (a cache index) joined: ``status.nodeName``;
    our labels and the Machine's taints are copied onto it;
-4. **Initialized**: the Node is Ready with ``nvidia.com/gpu`` allocatable; the startup taints are
-   removed; then **Ready**.
+4. **Initialized**: the Node is Ready with ``nvidia.com/gpu`` allocatable and no ephemeral taint
+   (``node.kubernetes.io/not-ready`` and the like, as Karpenter waits for); the startup taints
+   are removed; then **Ready**.
 
 Timeouts (``launch_timeout``, ``registration_timeout``, measured from the start of the attempt)
 never hang silently: the condition goes False with the reason, the instance is deleted (until
@@ -60,6 +61,7 @@ from kaito_core.engine.resources import NODE
 from kaito_core.provisioning.nodes import (
     MACHINE,
     allocatable_gpus,
+    ephemeral_taints,
     machine_gpu_request,
     node_is_ready,
     node_labels_for,
@@ -510,6 +512,15 @@ class MachineReconciler:
             if not initialized:
                 self._set(work, INITIALIZED, CONDITION_UNKNOWN, MachineReason.GPUS_NOT_ALLOCATABLE, message)
             self._set(work, READY, CONDITION_FALSE, MachineReason.GPUS_NOT_ALLOCATABLE, message)
+            return Result()
+        pending_taints = ephemeral_taints(node)
+        if pending_taints and not initialized:
+            # The node lifecycle controller removes these once it has seen the Node Ready; a pod
+            # sent there before would be Unschedulable.
+            message = (f"Node {node_name} is Ready but still carries {', '.join(pending_taints)}; "
+                       "kube-controller-manager removes it once it sees the Node Ready")
+            self._set(work, INITIALIZED, CONDITION_UNKNOWN, MachineReason.NODE_NOT_READY, message)
+            self._set(work, READY, CONDITION_FALSE, MachineReason.NODE_NOT_READY, message)
             return Result()
         if not initialized:
             message = f"Node {node_name} is Ready with {gpus} allocatable GPU(s)"

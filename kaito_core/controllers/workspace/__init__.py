@@ -69,10 +69,11 @@ def pod_to_workspace(obj: Mapping[str, Any]) -> Iterable[Request]:
 
 def _node_facts(node: Mapping[str, Any]) -> tuple[Any, ...]:
     meta = node.get("metadata") or {}
-    return (meta.get("labels"), node_is_ready(node), node_gpus(node), meta.get("deletionTimestamp"))
+    return (meta.get("labels"), node_is_ready(node), node_gpus(node), meta.get("deletionTimestamp"),
+            (node.get("spec") or {}).get("taints"))
 
 
-#: Nodes change every heartbeat; only labels, readiness and GPUs matter to a Workspace.
+#: Nodes change every heartbeat; only labels, readiness, GPUs and taints matter to a Workspace.
 node_facts_changed = Predicate(update=lambda old, new: _node_facts(old) != _node_facts(new),
                                name="node_facts_changed")
 

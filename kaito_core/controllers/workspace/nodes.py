@@ -27,6 +27,7 @@ from kaito_core.api import (
     WorkspaceReason,
 )
 from kaito_core.controllers.workspace.naming import machine_name, machine_slot
+from kaito_core.provisioning.nodes import ephemeral_taints
 
 __all__ = [
     "NodePlan",
@@ -112,7 +113,9 @@ def node_labels_for(ws: Workspace) -> dict[str, str]:
 
 
 def node_is_ready(node: Mapping[str, Any]) -> bool:
-    if (node.get("spec") or {}).get("unschedulable"):
+    """Ready=True, schedulable, not going away, and clear of the taints Kubernetes puts on a node
+    it does not trust yet (a pod sent there now would be Unschedulable)."""
+    if (node.get("spec") or {}).get("unschedulable") or ephemeral_taints(node):
         return False
     if (node.get("metadata") or {}).get("deletionTimestamp"):
         return False
@@ -285,6 +288,10 @@ def resource_state(plan: NodePlan, nodes_by_name: Mapping[str, Mapping[str, Any]
                              f"provisioning {plan.required} GPU node(s): {'; '.join(parts)}")
     for name in plan.nodes:
         node = nodes_by_name.get(name)
+        if node is not None and ephemeral_taints(node):
+            return ResourceState(False, WorkspaceReason.WAITING_FOR_NODES,
+                                 f"node {name} still carries {', '.join(ephemeral_taints(node))}; "
+                                 "kube-controller-manager removes it once it sees the node Ready")
         if node is None or not node_is_ready(node):
             return ResourceState(False, WorkspaceReason.WAITING_FOR_NODES, f"node {name} is not Ready yet")
         if node_gpus(node) <= 0:
