@@ -202,8 +202,11 @@ class WorkspaceReconciler:
         slots = min(count, _MAX_TEARDOWN_SLOTS) if isinstance(count, int) and count > 0 else 1
         await self._stop_workloads(namespace, name, meta.get("uid"))
         names = {_meta(m)["name"] for m in self._own_machines(namespace, name)}
-        # The cache may lag behind a Machine created just now: its name is deterministic, ask for it too.
-        names |= {machine_name(namespace, name, slot) for slot in range(slots)}
+        if (obj.get("status") or {}).get("state") != WorkspaceState.DELETING:
+            # The cache may lag behind a Machine created just now: its name is deterministic, ask
+            # for it too. Once the first pass recorded Deleting, every slot was asked for and no
+            # Machine can be made since (one reconcile per Workspace at a time): the cache suffices.
+            names |= {machine_name(namespace, name, slot) for slot in range(slots)}
         remaining: list[str] = []
         for machine in sorted(names):
             cached = self.cache.get(MACHINE, None, machine)
