@@ -305,8 +305,10 @@ class LeaseAPI:
 
 
 def elector(api: LeaseAPI, identity: str) -> LeaderElector:
-    settings = LeaderElectionSettings(enabled=True, identity=identity, lease_duration=1.0, renew_deadline=0.6,
-                                      retry_period=0.1)
+    # Seconds, not tenths: a 2-core CI box can stall the loop for half a second, and a renewal
+    # missed by a stall would (rightly) make the leader step down.
+    settings = LeaderElectionSettings(enabled=True, identity=identity, lease_duration=3.0, renew_deadline=2.0,
+                                      retry_period=0.2)
     return LeaderElector(Client(api), settings)
 
 
@@ -316,13 +318,13 @@ async def test_leader_election_one_leader_then_takeover() -> None:
     await asyncio.wait_for(a.acquire(), 2)
     hold_a = asyncio.create_task(a.hold())
     b_acquire = asyncio.create_task(b.acquire())
-    await asyncio.sleep(1.5)  # longer than the lease: a keeps renewing, so b must still wait
+    await asyncio.sleep(4.0)  # longer than the lease: a keeps renewing, so b must still wait
     assert not b_acquire.done() and a.is_leader
     hold_a.cancel()  # a freezes without releasing
     loop = asyncio.get_running_loop()
     frozen_at = loop.time()
-    await asyncio.wait_for(b_acquire, 3)
-    assert loop.time() - frozen_at >= 0.9  # b waited out the lease
+    await asyncio.wait_for(b_acquire, 8)
+    assert loop.time() - frozen_at >= 2.7  # b waited out the lease
     assert api.lease is not None and api.lease["spec"]["holderIdentity"] == "b"
     assert api.lease["spec"]["leaseTransitions"] == 1
 
@@ -337,9 +339,9 @@ async def test_leader_steps_down_when_renewals_fail() -> None:
     api.down = True
     loop = asyncio.get_running_loop()
     start = loop.time()
-    await asyncio.wait_for(hold, 2)
-    # Stepped down within the renew deadline (0.6 s), before anyone could take over (1.0 s).
-    assert loop.time() - start < 1.0
+    await asyncio.wait_for(hold, 5)
+    # Stepped down within the renew deadline (2 s), before anyone could take over (3 s).
+    assert loop.time() - start < 3.0
     assert not a.is_leader
 
 
@@ -349,7 +351,7 @@ async def test_release_hands_lease_back() -> None:
     await a.acquire()
     await a.release()
     assert api.lease is not None and not api.lease["spec"]["holderIdentity"]
-    await asyncio.wait_for(b.acquire(), 0.5)  # no need to wait out the lease
+    await asyncio.wait_for(b.acquire(), 1.5)  # no need to wait out the lease (3 s)
 
 
 # -- the manager, on the quiet fake API server
