@@ -33,13 +33,14 @@ def _split(selector: str) -> list[str]:
     return [part.strip() for part in parts if part.strip()]
 
 
-def _requirement(term: str) -> Requirement:
-    for op in ("!=", "==", "="):
-        if op in term and "(" not in term:
-            key, value = (part.strip() for part in term.split(op, 1))
-            if op == "!=":
-                return lambda labels: labels.get(key) != value
-            return lambda labels: labels.get(key) == value
+def _requirement(term: str) -> tuple[Requirement, tuple[str, str] | None]:
+    """The test for one term, and ``(key, value)`` when the term is an equality."""
+    equality = None if "(" in term else next((op for op in ("!=", "==", "=") if op in term), None)
+    if equality is not None:
+        key, value = (part.strip() for part in term.split(equality, 1))
+        if equality == "!=":
+            return (lambda labels: labels.get(key) != value), None
+        return (lambda labels: labels.get(key) == value), (key, value)
     match = _SET_RE.match(term)
     if not match:
         raise ValueError(f"cannot parse label selector term {term!r}")
@@ -47,21 +48,11 @@ def _requirement(term: str) -> Requirement:
     if op:
         allowed = frozenset(v.strip() for v in values.split(",") if v.strip())
         if op == "in":
-            return lambda labels: labels.get(key) in allowed
-        return lambda labels: labels.get(key) not in allowed
+            return (lambda labels: labels.get(key) in allowed), None
+        return (lambda labels: labels.get(key) not in allowed), None
     if negate:
-        return lambda labels: key not in labels
-    return lambda labels: key in labels
-
-
-def _equality(term: str) -> tuple[str, str] | None:
-    if "!=" in term or "(" in term:
-        return None
-    for op in ("==", "="):
-        if op in term:
-            key, value = (part.strip() for part in term.split(op, 1))
-            return key, value
-    return None
+        return (lambda labels: key not in labels), None
+    return (lambda labels: key in labels), None
 
 
 class LabelSelector:
@@ -74,10 +65,9 @@ class LabelSelector:
             self.text = selector
         else:
             self.text = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-        terms = _split(self.text)
-        self._requirements = [_requirement(term) for term in terms]
-        self.equalities: tuple[tuple[str, str], ...] = tuple(
-            pair for pair in (_equality(term) for term in terms) if pair is not None)
+        parsed = [_requirement(term) for term in _split(self.text)]
+        self._requirements = [test for test, _ in parsed]
+        self.equalities: tuple[tuple[str, str], ...] = tuple(pair for _, pair in parsed if pair is not None)
         """The ``key=value`` terms: a store narrows its candidates with its label index on these."""
 
     def matches(self, labels: Mapping[str, str] | None) -> bool:

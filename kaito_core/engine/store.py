@@ -107,18 +107,19 @@ class Store:
     def list(self, namespace: str | None = None, label_selector: str | Mapping[str, str] | None = None, *,
              copy: bool = True) -> builtins.list[dict[str, Any]]:
         selector = parse_selector(label_selector)
-        keys: Iterable[ObjectKey] = self._narrow(namespace, selector.equalities)
-        if namespace is not None:
-            keys = (key for key in keys if key[0] == namespace)
-        candidates: Iterator[dict[str, Any]] = (self._items[key] for key in keys)
+        keys = self._narrow(namespace, selector.equalities)
+        pairs: Iterable[tuple[ObjectKey, dict[str, Any]]] = (
+            self._items.items() if keys is None else ((key, self._items[key]) for key in keys))
+        candidates: Iterator[dict[str, Any]] = (
+            obj for key, obj in pairs if namespace is None or key[0] == namespace)
         if not selector.empty:
             candidates = (obj for obj in candidates
                           if selector.matches((obj.get("metadata") or {}).get("labels")))
         result = list(candidates)
         return copylib.deepcopy(result) if copy else result
 
-    def _narrow(self, namespace: str | None, equalities: tuple[tuple[str, str], ...]) -> Iterable[ObjectKey]:
-        """The smallest index bucket that holds every answer (every key when no index applies);
+    def _narrow(self, namespace: str | None, equalities: tuple[tuple[str, str], ...]) -> set[ObjectKey] | None:
+        """The smallest index bucket that holds every answer (None: no index applies, scan all);
         the caller still applies the namespace and the whole selector to what comes back."""
         buckets: builtins.list[set[ObjectKey]] = []
         if namespace is not None and INDEX_NAMESPACE in self._indices:
@@ -126,9 +127,7 @@ class Store:
         if equalities and INDEX_LABEL in self._indices:
             by_label = self._indices[INDEX_LABEL]
             buckets.extend(by_label.get(f"{key}={value}", set()) for key, value in equalities)
-        if not buckets:
-            return self._items.keys()
-        return min(buckets, key=len)
+        return min(buckets, key=len) if buckets else None
 
     def by_index(self, index: str, value: str, *, copy: bool = True) -> builtins.list[dict[str, Any]]:
         if index not in self._indices:

@@ -234,3 +234,13 @@ def test_node_events_find_workspaces_through_the_selector_index() -> None:
     assert list(map_fn({"metadata": {"name": "n", "labels": {
         "apps": "phi-3", "kaito.sh/workspace": "phi", "kaito.sh/workspacenamespace": "ns"}}})) == [
         Request("ns", "phi")]
+
+
+def test_plan_marks_the_nodes_made_for_the_workspace() -> None:
+    """plan.labelled: the chosen nodes carrying this Workspace's labels (placed by label, not name)."""
+    w = ws(count=2, preferred=["byo-0"])
+    ours = node("m0", labels={"apps": "phi-3", "kaito.sh/workspace": w.name,
+                              "kaito.sh/workspacenamespace": w.namespace})
+    plan = plan_nodes(w, 2, [machine(w, 0, node_name="m0")], [ours, node("byo-0", labels={"apps": "phi-3"})])
+    assert plan.nodes == ["byo-0", "m0"]
+    assert plan.labelled == {"m0"}

@@ -104,13 +104,13 @@ def _nodes_to_workspaces(cache: SharedCache) -> Any:
             return out  # a node made for a Workspace serves no other (qualified_nodes)
         labels = _labels(node)
         # Nodes brought by the user: every Workspace whose labelSelector matches.
-        seen: set[tuple[str | None, str]] = set()
+        seen: set[Request] = set()
         for value in (_ANY_SELECTOR, *(f"{key}={val}" for key, val in labels.items())):
             for ws in cache.by_index(WORKSPACE, INDEX_WORKSPACE_SELECTOR, value, copy=False):
                 request = Request.for_object(ws)
-                if (request.namespace, request.name) in seen:
+                if request in seen:
                     continue
-                seen.add((request.namespace, request.name))
+                seen.add(request)
                 selector = (ws.get("resource") or {}).get("labelSelector")
                 if selector and matches_selector(labels, selector):
                     out.append(request)

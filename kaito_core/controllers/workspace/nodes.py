@@ -28,6 +28,7 @@ from kaito_core.api import (
 )
 from kaito_core.controllers.workspace.naming import machine_name, machine_slot
 from kaito_core.provisioning.nodes import ephemeral_taints
+from kaito_core.provisioning.nodes import node_is_ready as node_condition_ready
 
 __all__ = [
     "NodePlan",
@@ -119,10 +120,7 @@ def node_is_ready(node: Mapping[str, Any]) -> bool:
         return False
     if (node.get("metadata") or {}).get("deletionTimestamp"):
         return False
-    for cond in (node.get("status") or {}).get("conditions") or ():
-        if cond.get("type") == "Ready":
-            return bool(cond.get("status") == "True")
-    return False
+    return node_condition_ready(node)
 
 
 def node_gpus(node: Mapping[str, Any]) -> int:
@@ -143,6 +141,12 @@ def machine_node_name(machine: Mapping[str, Any]) -> str | None:
     return str(name) if name else None
 
 
+def _owner(node: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(workspace, namespace) a node was made for, from its ``kaito.sh/workspace*`` labels."""
+    labels = _labels(node)
+    return labels.get(LABEL_WORKSPACE), labels.get(LABEL_WORKSPACE_NAMESPACE)
+
+
 def qualified_nodes(ws: Workspace, nodes: Iterable[Mapping[str, Any]]) -> list[str]:
     """Existing Ready nodes this Workspace may use: they match ``labelSelector`` and either are in
     ``preferredNodes`` or carry the instance type; never a node made for another Workspace.
@@ -156,7 +160,7 @@ def qualified_nodes(ws: Workspace, nodes: Iterable[Mapping[str, Any]]) -> list[s
         name = _name(node)
         if not node_is_ready(node) or not matches_selector(labels, selector):
             continue
-        owner = (labels.get(LABEL_WORKSPACE), labels.get(LABEL_WORKSPACE_NAMESPACE))
+        owner = _owner(node)
         if owner[0] is not None and owner != (ws.name, ws.namespace):
             continue
         if name in preferred or (instance_type and labels.get(LABEL_INSTANCE_TYPE, "").lower() == instance_type):
@@ -202,6 +206,7 @@ def plan_nodes(ws: Workspace, required: int, machines: Sequence[Mapping[str, Any
     Slots are only ever taken from names the cache does not show, and a create of a name
     that exists answers AlreadyExists: a stale cache cannot double a Machine.
     """
+    nodes = list(nodes)
     own = sorted((dict(m) for m in machines), key=lambda m: (_slot(ws, m), _name(m)))
     live = [m for m in own if not (m.get("metadata") or {}).get("deletionTimestamp")]
     keep, extra = live[:required], live[required:]
@@ -216,8 +221,11 @@ def plan_nodes(ws: Workspace, required: int, machines: Sequence[Mapping[str, Any
         if slot not in used:
             slots.append(slot)
         slot += 1
-    return NodePlan(required=required, byo=byo, machines=keep, create_slots=slots,
+    plan = NodePlan(required=required, byo=byo, machines=keep, create_slots=slots,
                     delete_machines=[_name(m) for m in extra])
+    chosen = set(plan.nodes)
+    plan.labelled = {_name(n) for n in nodes if _name(n) in chosen and _owner(n) == (ws.name, ws.namespace)}
+    return plan
 
 
 def machine_manifest(ws: Workspace, slot: int, *, preset: ModelPreset | None, sku: GpuSku | None,
@@ -288,9 +296,10 @@ def resource_state(plan: NodePlan, nodes_by_name: Mapping[str, Mapping[str, Any]
                              f"provisioning {plan.required} GPU node(s): {'; '.join(parts)}")
     for name in plan.nodes:
         node = nodes_by_name.get(name)
-        if node is not None and ephemeral_taints(node):
+        pending = ephemeral_taints(node) if node is not None else []
+        if pending:
             return ResourceState(False, WorkspaceReason.WAITING_FOR_NODES,
-                                 f"node {name} still carries {', '.join(ephemeral_taints(node))}; "
+                                 f"node {name} still carries {', '.join(pending)}; "
                                  "kube-controller-manager removes it once it sees the node Ready")
         if node is None or not node_is_ready(node):
             return ResourceState(False, WorkspaceReason.WAITING_FOR_NODES, f"node {name} is not Ready yet")

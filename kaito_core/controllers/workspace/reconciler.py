@@ -327,9 +327,6 @@ class WorkspaceReconciler:
             await self.client.delete(MACHINE, name, missing_ok=True)
             self._event_ws(ws, "Normal", "MachineDeleted", f"deleted Machine {name}: not needed any more")
         nodes_by_name = {_meta(n)["name"]: n for n in nodes}
-        ours = {LABEL_WORKSPACE: ws.name, LABEL_WORKSPACE_NAMESPACE: ws.namespace}
-        plan.labelled = {name for name in plan.nodes if name in nodes_by_name and all(
-            (_meta(nodes_by_name[name]).get("labels") or {}).get(k) == v for k, v in ours.items())}
         return plan, resource_state(plan, nodes_by_name)
 
     # ------------------------------------------------------------------ children
