@@ -64,3 +64,41 @@ async def test_byo_claims_a_matching_node_and_says_when_none_is_left(
         await eventually(lambda: ready(second), 60, message="second Machine takes the released node")
         await cleanup_machines(client, run)
         assert await client.get_or_none(NODE, f"byo-a-{run}") is not None
+
+
+async def test_a_node_with_an_ephemeral_taint_is_not_initialized_until_it_goes(
+        kube_cluster: Cluster, make_gpu_node: Callable[..., Awaitable[Any]]) -> None:
+    """Ready with GPUs is not enough: while Kubernetes' own "not yet" taint is on the node (here the
+    cloud provider's, which nothing in this cluster lifts), a pod sent there would be Unschedulable,
+    so the Machine stays Initialized=Unknown, naming the taint; once it is gone the Machine is Ready."""
+    run = run_id()
+    pool = {"kaito.sh/byo-pool": run}
+    uninitialized = {"key": "node.cloudprovider.kubernetes.io/uninitialized", "value": "true",
+                     "effect": "NoSchedule"}
+    node_name = f"byo-t-{run}"
+    await make_gpu_node(node_name, gpus=1, labels=pool,
+                        taints=[{"key": "sku", "value": "gpu", "effect": "NoSchedule"}, uninitialized])
+    provisioner = load_provisioner("byo", {"node_selector": f"kaito.sh/byo-pool={run}", "retry_after": 1})
+    async with running_controller(kube_cluster.kubeconfig, provisioner, run, retry_backoff_max=2) as (manager, _):
+        client = manager.client
+        name = f"tainted-{run}"
+        await client.create(machine_manifest(name, run, instance_type="Standard_NC6s_v3"))
+
+        async def waiting_on_taint() -> bool:
+            machine = await client.get_or_none(MACHINE, name)
+            cond = condition(machine, "Initialized")
+            return (condition(machine, "Registered").get("status") == "True" and cond.get("status") == "Unknown"
+                    and "node.cloudprovider.kubernetes.io/uninitialized:NoSchedule" in cond.get("message", ""))
+
+        await eventually(waiting_on_taint, 30, message="Initialized=Unknown naming the taint")
+        machine = await client.get(MACHINE, name)
+        assert condition(machine, "Ready").get("status") == "False"
+        node = await client.get(NODE, node_name)
+        kept = [t for t in node["spec"]["taints"] if t["key"] != uninitialized["key"]]
+        await client.patch(NODE, node_name, {"spec": {"taints": kept}})
+
+        async def ready() -> bool:
+            return condition(await client.get_or_none(MACHINE, name), "Ready").get("status") == "True"
+
+        await eventually(ready, 30, message="Machine Ready once the taint is gone")
+        await cleanup_machines(client, run)
