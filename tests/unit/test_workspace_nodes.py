@@ -188,7 +188,11 @@ def test_resource_state() -> None:
     state = resource_state(plan, {"n0": node("n0"), "n1": tainted})
     assert not state.ready and state.reason == "WaitingForNodes"
     assert "node n1 still carries node.kubernetes.io/not-ready:NoSchedule" in state.message
-    assert qualified_nodes(ws(preferred=["n1"]), [tainted]) == []
+    # Nor is such a node one to reuse: the same node qualifies once the taint is gone.
+    byo = node("n1", labels={"apps": "phi-3"})
+    assert qualified_nodes(ws(preferred=["n1"]), [byo]) == ["n1"]
+    byo["spec"]["taints"].append({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"})
+    assert qualified_nodes(ws(preferred=["n1"]), [byo]) == []
     failing = machine(w, 1)
     failing["status"] = {"conditions": [{"type": "Launched", "status": "False", "reason": "QuotaExceeded",
                                          "message": "quota standardNCSv3Family exhausted"}]}
