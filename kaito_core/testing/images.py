@@ -1,0 +1,614 @@
+"""Build kaito-core's container images from source, with no registry to pull a base from.
+
+    python -m kaito_core.testing.images [--only runtime,controller,curl] [--push REGISTRY] [--print-tags]
+    ensure_images(["runtime", "controller"])  # -> {"runtime": ImageRef(...), ...}
+
+The chain, each step cached by a content hash:
+
+* rootfs ``kaito-base`` (python3, python3-venv, ca-certificates) and ``kaito-curl-base`` (curl): an
+  ``mmdebstrap --variant=minbase bookworm`` tarball, ``podman import``-ed as ``localhost/<name>:bookworm-<hash>``;
+  the hash covers the package list, the mirror and :data:`RECIPE_VERSION`.
+* ``kaito-runtime``, ``kaito-core-controller``, ``kaito-curl`` (and ``kaito-runtime-vllm`` when its vLLM base is
+  in local storage): ``buildah build`` of deploy/images/<name>.Containerfile, FROM the rootfs. The third-party
+  dependencies are one layer keyed by requirements.txt (installed by the host's uv from the host's wheel cache,
+  bind-mounted, so a rebuild downloads nothing); the project's wheels are a thin layer on top.
+
+Tags are ``localhost/<name>:<version>-<hash12>`` (the hash covers the Containerfile, the requirements, the
+sources of every distribution installed and the base tag) and ``localhost/<name>:<version>``. An image whose
+hash tag is already in storage is not rebuilt. Each built image is also saved as an OCI archive under
+``~/.cache/kaito-core/images/`` (to import into containerd on real nodes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kaito_core.testing.podman import containers_env
+
+__all__ = [
+    "IMAGES",
+    "ROOTFS",
+    "ImageBuildError",
+    "ImageRef",
+    "ImageSpec",
+    "Rootfs",
+    "ToolMissingError",
+    "ensure_images",
+    "main",
+    "plan",
+]
+
+# Bump when the way a rootfs or image is assembled changes in a way its inputs do not show.
+RECIPE_VERSION = "1"
+SUITE = "bookworm"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE_DIR = ROOT / "deploy" / "images"
+_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Wheels are built from these; their own dependencies are never third-party requirements.
+_SKIP_PARTS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".venv", ".nox", "dist", "build"}
+_TOOLS = {"podman": "podman", "buildah": "buildah", "mmdebstrap": "mmdebstrap", "runc": "runc"}
+
+Progress = Callable[[str], None]
+
+
+class ToolMissingError(RuntimeError):
+    """A container tool is not installed; the message names the apt packages."""
+
+
+class ImageBuildError(RuntimeError):
+    """A build step failed; the message carries its output's tail."""
+
+
+@dataclass(frozen=True)
+class Rootfs:
+    """A minimal Debian root filesystem built by mmdebstrap and imported as an image."""
+
+    repository: str
+    packages: tuple[str, ...]
+    suite: str = SUITE
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One image: its Containerfile, what it is FROM, and what goes into its context."""
+
+    name: str  # the short name used on the command line
+    repository: str
+    containerfile: str  # under deploy/images
+    rootfs: Rootfs | None = None
+    external_base: str | None = None  # an image that must already be in local storage (vLLM)
+    # (distribution folder relative to the repository root, extras) whose third-party requirements go in layer (a)
+    requirements: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    exclude_requirements: tuple[str, ...] = ()
+    wheels: tuple[str, ...] = ()  # distribution folders built as wheels for layer (b)
+    files: tuple[str, ...] = ()  # extra context files under deploy/images
+
+
+BASE = Rootfs("kaito-base", ("python3", "python3-venv", "ca-certificates"))
+CURL_BASE = Rootfs("kaito-curl-base", ("curl", "ca-certificates"))
+ROOTFS = {r.repository: r for r in (BASE, CURL_BASE)}
+
+IMAGES: dict[str, ImageSpec] = {
+    spec.name: spec
+    for spec in (
+        ImageSpec(
+            "runtime",
+            "kaito-runtime",
+            "runtime.Containerfile",
+            rootfs=BASE,
+            requirements=(("presets", ("inference", "tuning")),),
+            wheels=("presets",),
+        ),
+        ImageSpec(
+            "controller",
+            "kaito-core-controller",
+            "controller.Containerfile",
+            rootfs=BASE,
+            requirements=(("presets", ()), (".", ()), ("provisioners/aks", ()), ("provisioners/karpenter", ())),
+            wheels=("presets", ".", "provisioners/aks", "provisioners/karpenter"),
+        ),
+        ImageSpec("curl", "kaito-curl", "curl.Containerfile", rootfs=CURL_BASE, files=("curl-entrypoint.sh",)),
+        ImageSpec(
+            "runtime-vllm",
+            "kaito-runtime-vllm",
+            "runtime-vllm.Containerfile",
+            external_base=os.environ.get("KAITO_VLLM_BASE", "docker.io/vllm/vllm-openai:latest"),
+            requirements=(("presets", ("vllm",)),),
+            exclude_requirements=("vllm",),  # the base image's, with the torch it was built against
+            wheels=("presets",),
+        ),
+    )
+}
+DEFAULT_IMAGES = ("runtime", "controller", "curl", "runtime-vllm")
+
+
+@dataclass
+class ImageRef:
+    """A built (or found, or skipped) image."""
+
+    name: str
+    tag: str  # localhost/<repository>:<version>-<hash12>
+    version_tag: str  # localhost/<repository>:<version>
+    digest_key: str  # the full content hash
+    base: str | None = None
+    deps_key: str | None = None
+    archive: Path | None = None
+    built: bool = False
+    seconds: float = 0.0
+    skipped: str | None = None
+    pushed: list[str] = field(default_factory=list)
+
+
+# --- inputs and hashes ------------------------------------------------------------------------------------------
+
+
+def project_version(root: Path = ROOT) -> str:
+    version: str = _pyproject(root / "pyproject.toml")["project"]["version"]
+    return version
+
+
+def _pyproject(path: Path) -> dict[str, Any]:
+    with path.open("rb") as handle:
+        return tomllib.load(handle)
+
+
+def _requirement_name(requirement: str) -> str:
+    name = re.split(r"[\s\[<>=!~;@(]", requirement.strip(), maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _project_names(root: Path) -> set[str]:
+    names = {_requirement_name(str(_pyproject(root / "pyproject.toml")["project"]["name"]))}
+    for spec in IMAGES.values():
+        for folder in spec.wheels:
+            names.add(_requirement_name(str(_pyproject(root / folder / "pyproject.toml")["project"]["name"])))
+    return names
+
+
+def requirements(spec: ImageSpec, root: Path = ROOT) -> list[str]:
+    """The sorted, deduplicated third-party requirements of ``spec``'s layer (a)."""
+    own = _project_names(root) | set(spec.exclude_requirements)
+    found: set[str] = set()
+    for folder, extras in spec.requirements:
+        project = _pyproject(root / folder / "pyproject.toml")["project"]
+        items: list[str] = list(project.get("dependencies", []))
+        optional = project.get("optional-dependencies", {})
+        for extra in extras:
+            items += optional[extra]
+        found.update(item.strip() for item in items if _requirement_name(item) not in own)
+    return sorted(found, key=lambda item: (_requirement_name(item), item))
+
+
+def _wheel_inputs(folder: Path) -> list[Path]:
+    """The files a distribution's wheel is built from: pyproject, readme, its packages."""
+    project = _pyproject(folder / "pyproject.toml")
+    inputs = [folder / "pyproject.toml"]
+    readme = project.get("project", {}).get("readme")
+    if isinstance(readme, str):
+        inputs.append(folder / readme)
+    tool = project.get("tool", {})
+    packages = tool.get("hatch", {}).get("build", {}).get("targets", {}).get("wheel", {}).get("packages")
+    inputs += [folder / package for package in packages or [folder.name.replace("-", "_")]]
+    return inputs
+
+
+def _files(paths: Iterable[Path]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_file():
+            yield path
+        elif path.is_dir():
+            for child in sorted(path.rglob("*")):
+                relative = child.relative_to(path).parts
+                skipped = _SKIP_PARTS.intersection(relative) or any(part.endswith(".egg-info") for part in relative)
+                if child.is_file() and not skipped and child.suffix not in (".pyc", ".pyo"):
+                    yield child
+
+
+def source_hash(folder: Path, root: Path = ROOT) -> str:
+    """A hash of every file that goes into ``folder``'s wheel (paths and contents)."""
+    digest = hashlib.sha256()
+    for path in _files(_wheel_inputs(folder)):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _hash(*parts: str | bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        digest.update(len(data).to_bytes(8, "big") + data)
+    return digest.hexdigest()
+
+
+def debian_mirror() -> str:
+    """``$KAITO_DEBIAN_MIRROR``, else the first Debian URI apt on this host uses."""
+    override = os.environ.get("KAITO_DEBIAN_MIRROR")
+    if override:
+        return override
+    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    for source in sources:
+        with contextlib.suppress(OSError):
+            for match in re.finditer(r"(https?://\S+/debian)/?(?:\s|$)", source.read_text()):
+                return match.group(1)
+    return DEFAULT_MIRROR
+
+
+def rootfs_tag(rootfs: Rootfs) -> str:
+    key = _hash(RECIPE_VERSION, rootfs.suite, debian_mirror(), *rootfs.packages)
+    return f"localhost/{rootfs.repository}:{rootfs.suite}-{key[:12]}"
+
+
+def deps_key(spec: ImageSpec, root: Path = ROOT) -> str:
+    """The cache key of layer (a): the base and the dependency list."""
+    return _hash(_base_of(spec), *requirements(spec, root))[:12]
+
+
+def _base_of(spec: ImageSpec) -> str:
+    if spec.rootfs is not None:
+        return rootfs_tag(spec.rootfs)
+    assert spec.external_base is not None
+    return spec.external_base
+
+
+def plan(spec: ImageSpec, root: Path = ROOT) -> ImageRef:
+    """The tags ``spec`` builds to from this tree (no tool is run)."""
+    version = project_version(root)
+    base = _base_of(spec)
+    parts: list[str | bytes] = [RECIPE_VERSION, version, base, (IMAGE_DIR / spec.containerfile).read_bytes()]
+    parts += [(IMAGE_DIR / name).read_bytes() for name in spec.files]
+    parts += requirements(spec, root)
+    parts += [f"{folder}={source_hash(root / folder, root)}" for folder in spec.wheels]
+    key = _hash(*parts)
+    repository = f"localhost/{spec.repository}"
+    return ImageRef(
+        spec.name,
+        tag=f"{repository}:{version}-{key[:12]}",
+        version_tag=f"{repository}:{version}",
+        digest_key=key,
+        base=base,
+        deps_key=deps_key(spec, root) if spec.requirements else None,
+    )
+
+
+# --- tools ------------------------------------------------------------------------------------------------------
+
+
+def _progress(message: str) -> None:
+    print(f"[kaito-core images] {message}", file=sys.stderr, flush=True)
+
+
+def check_tools(names: Sequence[str] = ("podman", "buildah", "mmdebstrap", "runc")) -> None:
+    missing = [name for name in names if not (shutil.which(name) or Path(f"/usr/sbin/{name}").exists())]
+    if missing:
+        packages = " ".join(_TOOLS[name] for name in missing)
+        raise ToolMissingError(f"missing {', '.join(missing)}: apt-get install {packages}")
+
+
+def _run(argv: Sequence[str], progress: Progress, *, what: str, timeout: float = 3600) -> str:
+    """Run a tool, streaming its output to a log; raise with the tail when it fails."""
+    started = time.monotonic()
+    with tempfile.TemporaryFile("w+") as log:
+        done = subprocess.run(
+            list(argv), stdout=log, stderr=subprocess.STDOUT, text=True, timeout=timeout, env=containers_env()
+        )
+        log.seek(0)
+        output = log.read()
+    if done.returncode != 0:
+        tail = "\n".join(output.splitlines()[-40:])
+        raise ImageBuildError(f"{what} failed ({done.returncode}): {' '.join(argv)}\n{tail}")
+    progress(f"{what}: {time.monotonic() - started:.1f}s")
+    return output
+
+
+def local_tags() -> set[str]:
+    """Every ``repository:tag`` in local storage (one podman call)."""
+    out = subprocess.run(
+        ["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=containers_env(),
+    ).stdout
+    return {line.strip() for line in out.splitlines() if line.strip()}
+
+
+def cache_dir() -> Path:
+    override = os.environ.get("KAITO_IMAGE_CACHE")
+    if override:
+        return Path(override)
+    base = os.environ.get("KAITO_CACHE_DIR") or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kaito-core"
+    )
+    return Path(base) / "images"
+
+
+def uv_cache_dir() -> Path:
+    """The host's uv wheel cache, shared with the image builds (``$KAITO_UV_CACHE`` overrides)."""
+    override = os.environ.get("KAITO_UV_CACHE") or os.environ.get("UV_CACHE_DIR")
+    return Path(override) if override else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "uv"
+
+
+def _uv() -> str:
+    for candidate in (Path(sys.executable).parent / "uv", ROOT / ".venv" / "bin" / "uv"):
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("uv")
+    if found is None:
+        raise ToolMissingError("uv not found: pip install uv (the images install their venvs with it)")
+    return found
+
+
+def _ca_bundle() -> Path:
+    """The CA bundle the build uses to reach PyPI (the host's, so an egress proxy's CA is honoured)."""
+    for candidate in (os.environ.get("SSL_CERT_FILE"), "/etc/ssl/certs/ca-certificates.crt"):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    import certifi  # type: ignore[import-not-found,unused-ignore]
+
+    return Path(certifi.where())
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".build.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# --- builds -----------------------------------------------------------------------------------------------------
+
+
+def build_rootfs(rootfs: Rootfs, tags: set[str], progress: Progress) -> str:
+    tag = rootfs_tag(rootfs)
+    if tag in tags:
+        return tag
+    with tempfile.TemporaryDirectory(prefix="kaito-rootfs-", dir=cache_dir()) as tmp:
+        tarball = Path(tmp) / "rootfs.tar"
+        mirror = debian_mirror()
+        _run(
+            [
+                "mmdebstrap",
+                "--variant=minbase",
+                f"--include={','.join(rootfs.packages)}",
+                "--aptopt=APT::Install-Recommends false",
+                # Documentation and translations are dead weight in a container; keep the copyright files.
+                "--dpkgopt=path-exclude=/usr/share/doc/*",
+                "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+                "--dpkgopt=path-exclude=/usr/share/man/*",
+                "--dpkgopt=path-exclude=/usr/share/locale/*",
+                "--dpkgopt=path-exclude=/usr/share/info/*",
+                "--customize-hook=rm -rf $1/var/lib/apt/lists/* $1/var/cache/apt/*",
+                rootfs.suite,
+                str(tarball),
+                mirror,
+                f"deb {mirror} {rootfs.suite}-updates main",
+                f"deb {mirror}-security {rootfs.suite}-security main",
+            ],
+            progress,
+            what=f"mmdebstrap {rootfs.repository}",
+        )
+        _run(
+            ["podman", "import", "--change", f"ENV PATH={_PATH}", "--change", 'CMD ["/bin/sh"]', str(tarball), tag],
+            progress,
+            what=f"podman import {tag}",
+        )
+    tags.add(tag)
+    return tag
+
+
+def build_wheels(folders: Sequence[str], out: Path, progress: Progress, root: Path = ROOT) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for folder in folders:
+        _run(
+            [_uv(), "build", "--wheel", "--quiet", "--out-dir", str(out), str(root / folder)],
+            progress,
+            what=f"wheel {folder}",
+        )
+
+
+def prepare_context(spec: ImageSpec, context: Path, progress: Progress, root: Path = ROOT) -> None:
+    """Write ``spec``'s build context: requirements.txt, wheels/, uv, ca.crt and its extra files."""
+    context.mkdir(parents=True, exist_ok=True)
+    (context / "requirements.txt").write_text("".join(f"{line}\n" for line in requirements(spec, root)))
+    wheels = context / "wheels"
+    shutil.rmtree(wheels, ignore_errors=True)
+    build_wheels(spec.wheels, wheels, progress, root)
+    if not spec.wheels:  # COPY wheels/ needs the folder to exist
+        (wheels / ".keep").write_text("")
+    shutil.copy2(_uv(), context / "uv")
+    shutil.copyfile(_ca_bundle(), context / "ca.crt")
+    for name in spec.files:
+        shutil.copy2(IMAGE_DIR / name, context / name)
+
+
+def build_image(spec: ImageSpec, ref: ImageRef, progress: Progress, root: Path = ROOT) -> None:
+    uv_cache = uv_cache_dir()
+    uv_cache.mkdir(parents=True, exist_ok=True)
+    base_arg = "VLLM_IMAGE" if spec.external_base else "BASE"
+    with tempfile.TemporaryDirectory(prefix=f"kaito-{spec.name}-", dir=cache_dir()) as tmp:
+        context = Path(tmp)
+        prepare_context(spec, context, progress, root)
+        _run(
+            [
+                "buildah",
+                "build",
+                "--isolation",
+                "chroot",
+                "--network",
+                "host",
+                "--layers",
+                "--pull-never",
+                "--file",
+                str(IMAGE_DIR / spec.containerfile),
+                "--build-arg",
+                f"{base_arg}={ref.base}",
+                # The host's wheel cache: layer (a) installs from it, so nothing is downloaded twice.
+                "--volume",
+                f"{uv_cache}:/var/cache/uv-host",
+                "--build-arg",
+                "UV_CACHE_DIR=/var/cache/uv-host",
+                "--tag",
+                ref.tag,
+                "--tag",
+                ref.version_tag,
+                str(context),
+            ],
+            progress,
+            what=f"buildah build {ref.tag}",
+        )
+
+
+def save_archive(ref: ImageRef, progress: Progress) -> Path:
+    """``podman save`` the image as an OCI archive; older archives of the same image are removed."""
+    folder = cache_dir()
+    archive = folder / f"{ref.tag.split('/', 1)[1].replace(':', '_')}.oci.tar"
+    if archive.exists():
+        return archive
+    partial = archive.with_suffix(".partial")
+    partial.unlink(missing_ok=True)
+    _run(
+        ["podman", "save", "--format", "oci-archive", "--output", str(partial), ref.tag],
+        progress,
+        what=f"podman save {ref.tag}",
+    )
+    partial.replace(archive)
+    prefix = archive.name.rsplit("-", 1)[0] + "-"
+    for old in folder.glob(f"{prefix}*.oci.tar"):
+        if old != archive:
+            old.unlink(missing_ok=True)
+    return archive
+
+
+def push(ref: ImageRef, registry: str, progress: Progress) -> list[str]:
+    registry = registry.rstrip("/")
+    host = registry.split("/", 1)[0].rsplit(":", 1)[0]
+    loopback = host in ("localhost", "127.0.0.1", "::1", "[::1]")
+    pushed = []
+    for local in (ref.tag, ref.version_tag):
+        remote = f"{registry}/{local.split('/', 1)[1]}"
+        argv = ["podman", "push", *(["--tls-verify=false"] if loopback else []), local, f"docker://{remote}"]
+        _run(argv, progress, what=f"push {remote}")
+        pushed.append(remote)
+    return pushed
+
+
+def ensure_images(
+    names: Iterable[str] = ("runtime", "controller", "curl"),
+    *,
+    push_to: str | None = None,
+    archives: bool = True,
+    progress: Progress = _progress,
+    root: Path = ROOT,
+) -> dict[str, ImageRef]:
+    """Build (or find) the named images; an unchanged tree builds nothing."""
+    names = list(names)
+    unknown = [name for name in names if name not in IMAGES]
+    if unknown:
+        raise ValueError(f"unknown images {unknown}; known: {', '.join(IMAGES)}")
+    check_tools(("podman", "buildah", "runc"))
+    refs: dict[str, ImageRef] = {}
+    folder = cache_dir()
+    with _locked(folder):
+        tags = local_tags()
+        for name in names:
+            spec = IMAGES[name]
+            started = time.monotonic()
+            ref = plan(spec, root)
+            if spec.external_base and ref.base not in tags and _normalised(ref.base) not in tags:
+                ref.skipped = f"skipped: base image {ref.base} not available"
+                progress(f"{name}: {ref.skipped}")
+                refs[name] = ref
+                continue
+            if ref.tag not in tags:
+                if spec.rootfs is not None:
+                    check_tools(("mmdebstrap",))
+                    build_rootfs(spec.rootfs, tags, progress)
+                build_image(spec, ref, progress, root)
+                tags.update((ref.tag, ref.version_tag))
+                ref.built = True
+            elif ref.version_tag not in tags:
+                _run(["podman", "tag", ref.tag, ref.version_tag], progress, what=f"tag {ref.version_tag}")
+            if archives:
+                ref.archive = save_archive(ref, progress)
+            if push_to:
+                ref.pushed = push(ref, push_to, progress)
+            ref.seconds = time.monotonic() - started
+            refs[name] = ref
+    return refs
+
+
+def _normalised(image: str | None) -> str:
+    """podman lists docker.io images with their registry; accept a short name too."""
+    image = image or ""
+    first = image.split("/", 1)[0]
+    if "." in first or ":" in first or first == "localhost":
+        return image
+    return f"docker.io/{image if '/' in image else 'library/' + image}"
+
+
+# --- command line -----------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kaito_core.testing.images", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(IMAGES)} (default: all)")
+    parser.add_argument("--push", metavar="REGISTRY", help="also push <REGISTRY>/<name>:<version>[-<hash>]")
+    parser.add_argument("--print-tags", action="store_true", help="print the tags this tree builds to; build nothing")
+    parser.add_argument("--no-archives", action="store_true", help="skip the OCI archives")
+    parser.add_argument(
+        "--context", metavar="DIR", type=Path, help="only write the build context(s) to DIR[/<name>] (for docker build)"
+    )
+    args = parser.parse_args(argv)
+    names = [name.strip() for name in args.only.split(",")] if args.only else list(DEFAULT_IMAGES)
+    try:
+        if args.print_tags:
+            for name in names:
+                ref = plan(IMAGES[name])
+                print(f"{name}\t{ref.tag}\t{ref.version_tag}\tbase={ref.base}")
+            return 0
+        if args.context:
+            for name in names:
+                target = args.context / name if len(names) > 1 else args.context
+                prepare_context(IMAGES[name], target, _progress)
+                print(f"{name}\t{target}\tbase={plan(IMAGES[name]).base}")
+            return 0
+        started = time.monotonic()
+        refs = ensure_images(names, push_to=args.push, archives=not args.no_archives)
+    except (ToolMissingError, ImageBuildError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for ref in refs.values():
+        if ref.skipped:
+            print(f"{ref.name}\t{ref.skipped}")
+            continue
+        state = "built" if ref.built else "cached"
+        print(f"{ref.name}\t{ref.tag}\t{ref.version_tag}\t{state} in {ref.seconds:.1f}s\t{ref.archive or ''}")
+        for remote in ref.pushed:
+            print(f"{ref.name}\tpushed {remote}")
+    print(f"total {time.monotonic() - started:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
