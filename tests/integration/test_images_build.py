@@ -5,13 +5,15 @@ from __future__ import annotations
 import subprocess
 import time
 
+import images_support
 import pytest
-from images_support import podman, runtime_images  # noqa: F401  (fixtures)
 
 from kaito_core.testing.images import ImageRef, ensure_images
 from kaito_core.testing.podman import ContainerHandle, Podman
 
 pytestmark = pytest.mark.runtime
+runtime_images = images_support.runtime_images
+podman = images_support.podman
 
 
 def completed(result: ContainerHandle | subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
