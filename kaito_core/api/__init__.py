@@ -91,6 +91,14 @@ from kaito_core.api.webhook import (
     make_webhook_app,
     validating_webhook_configuration,
 )
+from kaito_core.api.weights import (
+    ANNOTATION_MODEL_WEIGHTS,
+    WEIGHTS_KIND_HUGGINGFACE,
+    WEIGHTS_KIND_OCI,
+    WEIGHTS_KIND_VOLUME,
+    WeightsSource,
+    parse_weights_source,
+)
 from kaito_core.api.workspace import (
     AccessMode,
     AdapterSpec,
@@ -110,6 +118,7 @@ from kaito_core.api.workspace import (
 __all__ = [
     "ANNOTATION_BYPASS_RESOURCE_CHECKS",
     "ANNOTATION_ENABLE_LB",
+    "ANNOTATION_MODEL_WEIGHTS",
     "ANNOTATION_NODE_IMAGE_FAMILY",
     "ANNOTATION_REVISION",
     "ANNOTATION_RUNTIME",
@@ -141,6 +150,9 @@ __all__ = [
     "V1BETA1",
     "WEBHOOK_NAME",
     "WEBHOOK_PATH",
+    "WEIGHTS_KIND_HUGGINGFACE",
+    "WEIGHTS_KIND_OCI",
+    "WEIGHTS_KIND_VOLUME",
     "WORKSPACE_API_VERSION",
     "WORKSPACE_CONDITION_TYPES",
     "WORKSPACE_FINALIZER",
@@ -178,6 +190,7 @@ __all__ = [
     "TuningMethod",
     "TuningSpec",
     "WebhookServer",
+    "WeightsSource",
     "Workspace",
     "WorkspaceConditionType",
     "WorkspaceReason",
@@ -191,6 +204,7 @@ __all__ = [
     "is_condition_true",
     "make_webhook_app",
     "now_rfc3339",
+    "parse_weights_source",
     "parse_workspace",
     "set_condition",
     "url_problem",

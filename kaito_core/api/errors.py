@@ -49,6 +49,7 @@ class Rule:
     GATED_PRESET: Final = "GatedPreset"
     PRIVATE_IMAGE_REQUIRED: Final = "PrivateImageRequired"
     UNKNOWN_RUNTIME: Final = "UnknownRuntime"
+    INVALID_WEIGHTS_SOURCE: Final = "InvalidWeightsSource"
     IMMUTABLE: Final = "Immutable"
     INVALID_NAME: Final = "InvalidName"
     WRONG_KIND: Final = "WrongKind"

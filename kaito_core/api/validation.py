@@ -41,6 +41,7 @@ from kaito_core.api.constants import (
     WORKSPACE_VERSIONS,
 )
 from kaito_core.api.errors import FieldError, Messages, Rule, WorkspaceValidationError
+from kaito_core.api.weights import ANNOTATION_MODEL_WEIGHTS, parse_weights_source
 from kaito_core.api.workspace import (
     AdapterSpec,
     DataDestination,
@@ -204,7 +205,24 @@ class _Validator:
             self.check_inference(ws.inference)
         if ws.tuning is not None:
             self.check_tuning(ws.tuning)
+        self.check_weights()
         return self.errors
+
+    def check_weights(self) -> None:
+        value = (self.ws.metadata.annotations or {}).get(ANNOTATION_MODEL_WEIGHTS)
+        if value is None:
+            return
+        path = f"metadata.annotations[{ANNOTATION_MODEL_WEIGHTS}]"
+        spec = self.ws.inference.preset if self.ws.inference is not None else (
+            self.ws.tuning.preset if self.ws.tuning is not None else None)
+        if spec is None:
+            self.error(path, "names where a preset's weights come from, and this Workspace has no preset; "
+                       "remove the annotation (a pod template brings its own model)", Rule.INVALID_WEIGHTS_SOURCE)
+            return
+        try:
+            parse_weights_source(value)
+        except ValueError as exc:
+            self.error(path, str(exc), Rule.INVALID_WEIGHTS_SOURCE)
 
     # identity
     def check_identity(self) -> None:

@@ -30,6 +30,9 @@ __all__ = [
     "RUNTIME_TRANSFORMERS",
     "RUNTIME_VLLM",
     "TUNING_METHODS",
+    "WEIGHTS_SOURCES",
+    "WEIGHTS_SOURCE_HUGGINGFACE",
+    "WEIGHTS_SOURCE_OCI",
     "Catalog",
     "CatalogError",
     "GpuSku",
@@ -38,6 +41,7 @@ __all__ = [
     "TuningSupport",
     "UnknownPresetError",
     "UnknownSkuError",
+    "WeightsDefaults",
     "default_catalog",
     "format_quantity",
     "load_catalog",
@@ -48,6 +52,12 @@ RUNTIME_VLLM = "vllm"
 RUNTIME_TRANSFORMERS = "transformers"
 RUNTIMES: tuple[str, ...] = (RUNTIME_VLLM, RUNTIME_TRANSFORMERS)
 TUNING_METHODS: tuple[str, ...] = ("lora", "qlora")
+#: Where a preset's weights come from: an OCI artifact in Kaito's (ModelPack) layout, or the
+#: Hugging Face repository at the pinned revision. A third source, the user's volume, is a
+#: per-Workspace choice and never a preset default.
+WEIGHTS_SOURCE_OCI = "oci"
+WEIGHTS_SOURCE_HUGGINGFACE = "huggingface"
+WEIGHTS_SOURCES: tuple[str, ...] = (WEIGHTS_SOURCE_OCI, WEIGHTS_SOURCE_HUGGINGFACE)
 
 Runtime = Literal["vllm", "transformers"]
 TuningMethod = Literal["lora", "qlora"]
@@ -157,12 +167,25 @@ class TuningSupport(_Data):
     gpu_count: int = Field(default=1, ge=1, description="minimum number of GPUs")
 
 
+class WeightsDefaults(_Data):
+    """Where a preset's weights come from unless a Workspace says otherwise."""
+
+    source: Literal["oci", "huggingface"] = Field(
+        description="oci: the artifact <weights registry>/kaito-<preset>:<tag> (Kaito's published layout); "
+                    "huggingface: huggingfaceId at revision, downloaded at pod start")
+    tag: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$",
+                     description="tag of the weights artifact (Kaito's supported_models.yaml `tag`)")
+
+
 class ModelPreset(_Data):
     """One model preset: what it is, what it needs, how it runs."""
 
     name: str = Field(pattern=r"^[a-z0-9]([a-z0-9.\-]*[a-z0-9])?$")
     family: str
     huggingface_id: str
+    revision: str = Field(pattern=r"^[0-9a-f]{40}$",
+                          description="the Hugging Face commit the preset is pinned to")
+    weights: WeightsDefaults
     source: str = Field(pattern=r"^https://")
     architecture: str
     parameters: str

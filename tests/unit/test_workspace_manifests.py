@@ -26,7 +26,9 @@ from kaito_core.controllers.workspace.revision import controller_revision, prune
 from kaito_core.controllers.workspace.tuning import tuning_config_map, tuning_hash, tuning_job
 
 CATALOG = default_catalog()
-SETTINGS = WorkspaceSettings(registry="registry.example/kaito", image_tag="1.2.3", base_image="registry.example/base:1")
+SETTINGS = WorkspaceSettings(image_registry="registry.example/kaito-core", image_tag="1.2.3",
+                             weights_registry="weights.example/kaito")
+RUNTIME_IMAGE = "registry.example/kaito-core/kaito-runtime-vllm:1.2.3"  # phi-3's default runtime is vllm
 
 
 def workspace(**overrides: Any) -> Workspace:
@@ -58,7 +60,7 @@ def test_single_node_preset_is_a_deployment_with_the_runtime_command() -> None:
     assert CONFIG_HASH_ANNOTATION in pod["metadata"]["annotations"]
     spec = pod["spec"]
     (c,) = spec["containers"]
-    assert c["image"] == "registry.example/kaito/kaito-phi-3-mini-4k-instruct:1.2.3"
+    assert c["image"] == RUNTIME_IMAGE
     assert c["command"][:3] == ["python", "-m", "kaito_presets.runtime.inference"]
     assert c["command"][c["command"].index("--backend") + 1] == "vllm"  # the preset's default runtime
     assert c["command"][c["command"].index("--config") + 1] == "/mnt/config/inference_config.yaml"
@@ -72,7 +74,16 @@ def test_single_node_preset_is_a_deployment_with_the_runtime_command() -> None:
     assert {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"} in spec["tolerations"]
     terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert terms == [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n0"]}]}]
-    assert "initContainers" not in spec
+    # The weights: Kaito's artifact for the preset, pulled by our runtime image into the model volume.
+    (puller,) = spec["initContainers"]
+    assert puller["name"] == "model-weights-downloader" and puller["image"] == RUNTIME_IMAGE
+    assert puller["command"] == ["python", "-m", "kaito_presets.runtime.weights", "pull", "--image",
+                                 "weights.example/kaito/kaito-phi-3-mini-4k-instruct:0.2.0",
+                                 "--dest", "/workspace/weights"]
+    assert volumes[mounts["/workspace/weights"]] == {"name": "model-weights-volume", "emptyDir": {}}
+    assert {"name": "model-weights-volume", "mountPath": "/workspace/weights", "readOnly": True} in c["volumeMounts"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["HF_HUB_OFFLINE"] == "1" and "HF_TOKEN" not in env  # the server loads from disk only
 
 
 def test_runtime_annotation_and_config_change_roll_the_template() -> None:
@@ -145,8 +156,9 @@ def test_adapters_are_init_containers_with_strength_env() -> None:
     ]})
     spec = inference_workload(ctx_for(ws))["spec"]["template"]["spec"]
     init = spec["initContainers"]
-    assert [c["name"] for c in init] == ["adapter-a1", "adapter-a2"]
-    assert init[0]["image"] == "registry.example/base:1"
+    assert [c["name"] for c in init] == ["model-weights-downloader", "adapter-a1", "adapter-a2"]
+    init = init[1:]
+    assert init[0]["image"] == RUNTIME_IMAGE
     assert init[0]["command"] == ["python", "-m", "kaito_presets.runtime.oci", "pull", "--image", "reg/a1:1",
                                   "--dest", "/mnt/adapter/a1"]
     assert init[1]["command"][-2:] == ["--docker-config", "/mnt/pull-secret"]
@@ -187,7 +199,8 @@ def test_tuning_job_downloads_trains_and_pushes() -> None:
     assert job["kind"] == "Job" and job["metadata"]["name"] == "workspace-phi-3-mini"
     spec = job["spec"]["template"]["spec"]
     assert spec["restartPolicy"] == "Never"
-    (init,) = spec["initContainers"]
+    weights, init = spec["initContainers"]
+    assert weights["command"][:4] == ["python", "-m", "kaito_presets.runtime.weights", "pull"]
     assert init["command"][:3] == ["python", "-m", "kaito_presets.runtime.download"]
     assert init["command"][-1] == "https://example.com/data.parquet" and "--max-bytes" in init["command"]
     trainer, pusher = spec["containers"]
@@ -205,11 +218,11 @@ def test_tuning_job_downloads_trains_and_pushes() -> None:
 def test_tuning_inputs_and_outputs() -> None:
     job = tuning_job(ctx_for(tuning_ws(input={"image": "reg/data:1"}, output={"volumeSource": {"emptyDir": {}}})))
     spec = job["spec"]["template"]["spec"]
-    assert spec["initContainers"][0]["image"] == "reg/data:1"
+    assert spec["initContainers"][1]["image"] == "reg/data:1"
     assert [c["name"] for c in spec["containers"]] == ["tuning"]  # no pusher for a volume output
     job = tuning_job(ctx_for(tuning_ws(input={"volumeSource": {"persistentVolumeClaim": {"claimName": "d"}}})))
     spec = job["spec"]["template"]["spec"]
-    assert "initContainers" not in spec
+    assert [c["name"] for c in spec["initContainers"]] == ["model-weights-downloader"]  # no data download
     assert {"name": "data-volume", "persistentVolumeClaim": {"claimName": "d"}} in spec["volumes"]
 
 

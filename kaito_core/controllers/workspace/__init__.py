@@ -28,6 +28,7 @@ from kaito_core.engine import (
     DEPLOYMENT,
     JOB,
     NODE,
+    PERSISTENTVOLUMECLAIM,
     POD,
     SERVICE,
     STATEFULSET,
@@ -138,7 +139,11 @@ def workspace_controller(manager: Manager, settings: WorkspaceSettings | None = 
     cache.add_index(WORKSPACE, INDEX_WORKSPACE_SELECTOR, workspace_selector_index)
     cache.add_index(WORKSPACE, INDEX_WORKSPACE_CONFIG, workspace_config_index)
     reconciler = WorkspaceReconciler(manager.client, cache, manager.recorder, settings, provisioner=provisioner)
-    return (Controller.for_(WORKSPACE, resource_version_changed)
+    builder = Controller.for_(WORKSPACE, resource_version_changed)
+    if settings.weights_cache is not None:
+        # Only an operator that keeps weights in claims watches them (and is granted them by the chart).
+        builder = builder.owns(PERSISTENTVOLUMECLAIM, resource_version_changed)
+    return (builder
             .owns(DEPLOYMENT, resource_version_changed)
             .owns(STATEFULSET, resource_version_changed)
             .owns(SERVICE, resource_version_changed)

@@ -5,17 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kaito_presets import GpuSku, ModelPreset
+from kaito_presets import RUNTIME_VLLM, WEIGHTS_SOURCE_HUGGINGFACE, GpuSku, ModelPreset
 
 from kaito_core.api import (
+    ANNOTATION_MODEL_WEIGHTS,
     ANNOTATION_REVISION,
     GPU_RESOURCE,
     GPU_TAINT_KEY,
     GPU_TAINT_VALUE,
     LABEL_WORKSPACE,
     LABEL_WORKSPACE_NAMESPACE,
+    WEIGHTS_KIND_HUGGINGFACE,
+    WEIGHTS_KIND_OCI,
     WORKSPACE_KIND,
+    WeightsSource,
     Workspace,
+    parse_weights_source,
 )
 from kaito_core.controllers.workspace.kinds import WORKSPACE
 from kaito_core.controllers.workspace.settings import WorkspaceSettings
@@ -114,14 +119,30 @@ class BuildContext:
             return wanted
         return self.preset.default_runtime
 
-    def image(self) -> str:
-        """The preset image: the runtime and the weights at /workspace/weights."""
+    def runtime_image(self) -> str:
+        """kaito-core's runtime image for this Workspace's runtime (weights are not in it)."""
+        runtime = self.runtime
+        if runtime in self.settings.runtime_images:
+            return self.settings.runtime_images[runtime]
+        name = "kaito-runtime-vllm" if runtime == RUNTIME_VLLM else "kaito-runtime"
+        return f"{self.settings.image_registry.rstrip('/')}/{name}:{self.settings.image_tag}"
+
+    def weights_source(self) -> WeightsSource:
+        """Where the preset's weights come from: the Workspace's ``kaito.sh/model-weights`` annotation,
+        a private preset's ``presetOptions.image``, else the catalog's default for the preset."""
         assert self.preset is not None
+        override = self.ws.annotations.get(ANNOTATION_MODEL_WEIGHTS)
+        if override:
+            return parse_weights_source(override)  # validated before any build
         spec = self.ws.preset
         if spec is not None and spec.access_mode == "private" and spec.preset_options and spec.preset_options.image:
-            return spec.preset_options.image
-        tag = self.settings.runtime_image_tags.get(self.runtime, self.settings.image_tag)
-        return f"{self.settings.registry.rstrip('/')}/kaito-{self.preset.name}:{tag}"
+            return WeightsSource(WEIGHTS_KIND_OCI, image=spec.preset_options.image)
+        if self.preset.weights.source == WEIGHTS_SOURCE_HUGGINGFACE:
+            return WeightsSource(WEIGHTS_KIND_HUGGINGFACE, repo=self.preset.huggingface_id,
+                                 revision=self.preset.revision)
+        tag = self.settings.weights_tags.get(self.preset.name, self.preset.weights.tag)
+        return WeightsSource(WEIGHTS_KIND_OCI,
+                             image=f"{self.settings.weights_registry.rstrip('/')}/kaito-{self.preset.name}:{tag}")
 
     def image_pull_secrets(self) -> list[dict[str, str]]:
         spec = self.ws.preset

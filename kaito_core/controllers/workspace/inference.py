@@ -28,6 +28,13 @@ from kaito_core.controllers.workspace.adapters import (
 )
 from kaito_core.controllers.workspace.context import BuildContext, gpu_tolerations, placement_affinity
 from kaito_core.controllers.workspace.naming import config_map_name, headless_service_name
+from kaito_core.controllers.workspace.weights import (
+    offline_env,
+    registry_mirrors_env,
+    weights_init_containers,
+    weights_mount,
+    weights_volumes,
+)
 
 __all__ = [
     "CONFIG_HASH_ANNOTATION",
@@ -107,7 +114,7 @@ def _env(ctx: BuildContext, distributed: bool) -> list[dict[str, Any]]:
             {"name": rt.ENV_NPROC_PER_NODE, "value": str(ctx.gpus_per_node)},
             {"name": rt.ENV_WORLD_SIZE, "value": str(replicas * ctx.gpus_per_node)},
         ]
-    env += ctx.model_access_env()
+    env += offline_env()
     assert ctx.ws.inference is not None
     env += adapter_env(ctx.ws.inference.adapters)
     return env
@@ -126,7 +133,7 @@ def preset_pod_spec(ctx: BuildContext, *, config_data: dict[str, Any] | None = N
     probe_http = {"path": rt.HEALTH_PATH, "port": rt.INFERENCE_PORT}
     container: dict[str, Any] = {
         "name": ctx.name if len(ctx.name) <= 63 else "inference",
-        "image": ctx.image(),
+        "image": ctx.runtime_image(),
         "imagePullPolicy": "IfNotPresent",
         "command": rt.inference_command(ctx.runtime, ctx.preset.name, distributed=distributed),
         "env": _env(ctx, distributed),
@@ -139,13 +146,12 @@ def preset_pod_spec(ctx: BuildContext, *, config_data: dict[str, Any] | None = N
                           "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 6},
         "readinessProbe": {"httpGet": probe_http, "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 3},
         "volumeMounts": [
+            weights_mount(ctx),
             {"name": _SHM_VOLUME, "mountPath": rt.SHM_DIR},
             {"name": _CONFIG_VOLUME, "mountPath": rt.CONFIG_DIR, "readOnly": True},
             *adapter_mounts(inference.adapters),
         ],
     }
-    if not container["env"]:
-        del container["env"]
     shm: dict[str, Any] = {"medium": "Memory"}
     if ctx.settings.shm_size:
         shm["sizeLimit"] = ctx.settings.shm_size
@@ -153,6 +159,7 @@ def preset_pod_spec(ctx: BuildContext, *, config_data: dict[str, Any] | None = N
         {"name": _SHM_VOLUME, "emptyDir": shm},
         {"name": _CONFIG_VOLUME, "configMap": {"name": inference_config_name(ctx)}},
         *adapter_volumes(inference.adapters),
+        *weights_volumes(ctx),
     ]
     spec: dict[str, Any] = {
         "containers": [container],
@@ -160,7 +167,11 @@ def preset_pod_spec(ctx: BuildContext, *, config_data: dict[str, Any] | None = N
         "tolerations": gpu_tolerations(),
         "affinity": _affinity(ctx, distributed),
     }
-    init = adapter_init_containers(inference.adapters, ctx.settings.base_image)
+    adapters = adapter_init_containers(inference.adapters, ctx.runtime_image())
+    for adapter in adapters:
+        if registry_mirrors_env(ctx):
+            adapter["env"] = registry_mirrors_env(ctx)
+    init = weights_init_containers(ctx) + adapters
     if init:
         spec["initContainers"] = init
     secrets = ctx.image_pull_secrets()

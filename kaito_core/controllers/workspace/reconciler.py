@@ -70,11 +70,13 @@ from kaito_core.controllers.workspace.tuning import (
     tuning_hash,
     tuning_job,
 )
+from kaito_core.controllers.workspace.weights import weights_cache_claim
 from kaito_core.engine import (
     CONFIGMAP,
     DEPLOYMENT,
     JOB,
     NODE,
+    PERSISTENTVOLUMECLAIM,
     POD,
     SERVICE,
     STATEFULSET,
@@ -341,6 +343,11 @@ class WorkspaceReconciler:
             return cached
         return await self.client.apply(desired, kind=kind, force=True)
 
+    async def _ensure_weights_claim(self, ctx: BuildContext) -> None:
+        claim = weights_cache_claim(ctx)
+        if claim is not None:
+            await self._ensure(claim, PERSISTENTVOLUMECLAIM)
+
     async def _delete_owned(self, kind: ResourceKind, namespace: str, name: str, uid: str | None) -> None:
         cached = self.cache.get(kind, namespace, name)
         if _owned_by(cached, uid):
@@ -372,6 +379,7 @@ class WorkspaceReconciler:
                 config = inference_config_map(ctx)
                 await self._ensure(config, CONFIGMAP)
                 config_data = config["data"]
+        await self._ensure_weights_claim(ctx)
         await self._delete_owned(other, ctx.namespace, ctx.name, ws.metadata.uid)
         workload = await self._ensure(inference_workload(ctx, config_data=config_data), kind)
         await self._ensure(inference_service(ctx), SERVICE)
@@ -406,6 +414,7 @@ class WorkspaceReconciler:
                         "create it or remove tuning.config to use the method's default template"))
             else:
                 await self._ensure(tuning_config_map(ctx), CONFIGMAP)
+            await self._ensure_weights_claim(ctx)
             try:
                 job = await self.client.create(tuning_job(ctx), kind=JOB)
                 self._event_ws(ws, "Normal", "JobCreated", f"created tuning job {ctx.name}")

@@ -31,12 +31,14 @@ __all__ = [
     "TUNING_CONFIG_PATH",
     "TUNING_FAILURE_MARKER",
     "TUNING_MODULE",
+    "WEIGHTS_MODULE",
     "adapter_pull_command",
     "download_command",
     "image_data_copy_command",
     "inference_command",
     "push_command",
     "tuning_command",
+    "weights_pull_command",
 ]
 
 PYTHON: Final = "python"
@@ -44,14 +46,22 @@ INFERENCE_MODULE: Final = "kaito_presets.runtime.inference"
 TUNING_MODULE: Final = "kaito_presets.runtime.tuning"
 DOWNLOAD_MODULE: Final = "kaito_presets.runtime.download"
 OCI_MODULE: Final = "kaito_presets.runtime.oci"
+WEIGHTS_MODULE: Final = "kaito_presets.runtime.weights"
 
 #: The inference server's port (InferenceConfig.port default) and the torch rendezvous port.
 INFERENCE_PORT: Final = 5000
 TORCH_PORT: Final = 29500
 HEALTH_PATH: Final = "/health"
 
-#: Weights baked into the preset image.
+#: The model weights: a volume the weights init container fills (or the user's claim), mounted here.
 MODEL_DIR: Final = "/workspace/weights"
+#: Registry credentials for a private weights artifact (the first of presetOptions.imagePullSecrets).
+WEIGHTS_SECRET_DIR: Final = "/mnt/weights-pull-secret"
+#: JSON {registry host: host to use}: the runtimes' pull/push tools apply it to every reference.
+REGISTRY_MIRRORS_ENV: Final = "KAITO_REGISTRY_MIRRORS"
+ENV_HF_ENDPOINT: Final = "HF_ENDPOINT"
+#: Set on the serving and training containers: they load from MODEL_DIR and must never reach a hub.
+OFFLINE_ENV: Final = (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"))
 #: ConfigMaps are mounted here; inference reads inference_config.yaml, tuning training_config.yaml.
 CONFIG_DIR: Final = "/mnt/config"
 INFERENCE_CONFIG_KEY: Final = "inference_config.yaml"
@@ -125,6 +135,22 @@ def push_command(image: str, model_name: str) -> list[str]:
             "--model-name", model_name, "--wait-for", f"{RESULTS_DIR}/{TUNING_COMPLETION_MARKER}",
             "--fail-marker", f"{RESULTS_DIR}/{TUNING_FAILURE_MARKER}",
             "--docker-config", f"{PUSH_SECRET_DIR}/{DOCKER_CONFIG_KEY}"]
+
+
+def weights_pull_command(*, image: str | None = None, hf_repo: str | None = None, revision: str | None = None,
+                         with_secret: bool = False) -> list[str]:
+    """The weights init container: an OCI artifact (Kaito's layout) or a Hugging Face repository at a
+    revision, into MODEL_DIR; it returns at once when the volume already holds that source."""
+    cmd = [PYTHON, "-m", WEIGHTS_MODULE, "pull"]
+    if image is not None:
+        cmd += ["--image", image]
+    else:
+        assert hf_repo is not None and revision is not None
+        cmd += ["--hf-repo", hf_repo, "--revision", revision]
+    cmd += ["--dest", MODEL_DIR]
+    if with_secret:
+        cmd += ["--docker-config", f"{WEIGHTS_SECRET_DIR}/config.json"]
+    return cmd
 
 
 def adapter_pull_command(image: str, name: str, *, with_secret: bool) -> list[str]:

@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["WorkspaceSettings"]
+__all__ = ["DEFAULT_IMAGE_REGISTRY", "RUNTIME_VERSION", "WeightsCacheSettings", "WorkspaceSettings"]
+
+#: Where kaito-core's own images are published unless a platform team sets its registry.
+DEFAULT_IMAGE_REGISTRY = "ghcr.io/kaito-core"
+#: The version the runtime images are tagged with (kaito-presets' version: the runtimes ship in it).
+RUNTIME_VERSION = version("kaito-presets")
+
+
+class WeightsCacheSettings(BaseModel):
+    """A PersistentVolumeClaim per Workspace that keeps its downloaded weights."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
+
+    storage_class: str | None = None
+    """StorageClass of the claims (None: the cluster's default class)."""
+    access_mode: Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"] = "ReadWriteMany"
+    """Access mode; ReadWriteMany lets replicas on several nodes share one download."""
+    size: str | None = None
+    """Requested size (a quantity such as ``100Gi``); None: the preset's disk figure."""
 
 
 class WorkspaceSettings(BaseModel):
@@ -12,14 +33,27 @@ class WorkspaceSettings(BaseModel):
 
     model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
 
-    registry: str = "mcr.microsoft.com/aks/kaito"
-    """Registry (and path) the preset images are pulled from."""
-    image_tag: str = "0.1.0"
-    """Tag of the preset model images (``<registry>/kaito-<preset>:<tag>``: runtime + weights at /workspace/weights)."""
-    runtime_image_tags: dict[str, str] = Field(default_factory=dict)
-    """Per-runtime tag override of the model image, e.g. ``{"vllm": "0.1.0-vllm"}`` (default: ``image_tag``)."""
-    base_image: str = "mcr.microsoft.com/aks/kaito/kaito-base:0.1.0"
-    """Image with the kaito_presets runtimes but no weights: downloads data, pulls and pushes adapters."""
+    image_registry: str = DEFAULT_IMAGE_REGISTRY
+    """Registry (and path) of kaito-core's runtime images (``kaito-runtime``, ``kaito-runtime-vllm``):
+    where a platform team pushed what ``nox -s images -- --push REGISTRY`` built."""
+    image_tag: str = RUNTIME_VERSION
+    """Tag of kaito-core's runtime images (default: this release's version)."""
+    runtime_images: dict[str, str] = Field(default_factory=dict)
+    """A full image per runtime, overriding ``image_registry``/``image_tag``, e.g.
+    ``{"vllm": "myregistry.io/kaito-runtime-vllm:0.1.0"}``."""
+    weights_registry: str = "mcr.microsoft.com/aks/kaito"
+    """Registry (and path) of the presets' weights artifacts, ``<weights_registry>/kaito-<preset>:<tag>``
+    in Kaito's (ModelPack) layout; by default Kaito's published artifacts, as they are."""
+    weights_tags: dict[str, str] = Field(default_factory=dict)
+    """Per-preset override of the weights artifact's tag (default: the catalog's ``weights.tag``)."""
+    huggingface_endpoint: str | None = None
+    """``HF_ENDPOINT`` for weights downloaded from Hugging Face (a mirror or proxy); None: the Hub."""
+    weights_cache: WeightsCacheSettings | None = None
+    """Keep downloaded weights in a PersistentVolumeClaim per Workspace instead of an ``emptyDir``,
+    so a restarted or second replica does not download them again. None: ``emptyDir``."""
+    registry_mirrors: dict[str, str] = Field(default_factory=dict)
+    """Registry host -> the host to use instead, for every artifact and image the runtimes pull or push
+    (weights, adapters, tuning output), e.g. ``{"ACR_REPO_HERE.azurecr.io": "127.0.0.1:5000"}``."""
     default_runtime: str | None = None
     """Runtime when a Workspace has no ``kaito.sh/runtime`` annotation (None: the preset's own default)."""
     workers: int = 16

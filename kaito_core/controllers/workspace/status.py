@@ -83,7 +83,8 @@ def pod_problem(pods: Iterable[Mapping[str, Any]]) -> tuple[str, str] | None:
         if (pod.get("metadata") or {}).get("deletionTimestamp"):
             continue
         status = pod.get("status") or {}
-        statuses = list(status.get("initContainerStatuses") or []) + list(status.get("containerStatuses") or [])
+        init_statuses = list(status.get("initContainerStatuses") or [])
+        statuses = init_statuses + list(status.get("containerStatuses") or [])
         for cs in statuses:
             state = cs.get("state") or {}
             last = (cs.get("lastState") or {}).get("terminated") or {}
@@ -92,9 +93,17 @@ def pod_problem(pods: Iterable[Mapping[str, Any]]) -> tuple[str, str] | None:
             name = cs.get("name", "?")
             if waiting.get("reason") in _BAD_WAITING:
                 extra = f" (last exit: {last['reason']})" if last.get("reason") in _BAD_TERMINATED else ""
-                detail = f": {waiting['message']}" if waiting.get("message") else ""
+                # The container's own word on why it stopped (the weights puller writes one) beats
+                # the kubelet's back-off notice.
+                said = str(last.get("message") or "").strip()
+                detail = f": {said}" if said else (f": {waiting['message']}" if waiting.get("message") else "")
                 return (str(waiting["reason"]),
                         f"pod {_pod_name(pod)}: container {name} is {waiting['reason']}{extra}{detail}")
+            if terminated.get("reason") in _BAD_TERMINATED and int(terminated.get("exitCode") or 0) != 0 \
+                    and str(terminated.get("message") or "").strip() and cs in init_statuses:
+                # An init container that just failed, before the kubelet's back-off shows.
+                return (str(terminated["reason"]), f"pod {_pod_name(pod)}: container {name} failed: "
+                        f"{str(terminated['message']).strip()}")
             for term in (terminated, last):
                 if term.get("reason") == "OOMKilled":
                     return "OOMKilled", (f"pod {_pod_name(pod)}: container {name} was OOMKilled; the model needs "

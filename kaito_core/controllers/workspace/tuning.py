@@ -23,6 +23,13 @@ from kaito_core.api import GPU_RESOURCE
 from kaito_core.controllers.workspace import runtime as rt
 from kaito_core.controllers.workspace.context import BuildContext, gpu_tolerations, node_affinity
 from kaito_core.controllers.workspace.naming import config_map_name
+from kaito_core.controllers.workspace.weights import (
+    offline_env,
+    registry_mirrors_env,
+    weights_init_containers,
+    weights_mount,
+    weights_volumes,
+)
 
 __all__ = ["TUNING_HASH_ANNOTATION", "tuning_config_map", "tuning_config_name", "tuning_hash", "tuning_job"]
 
@@ -52,7 +59,7 @@ def tuning_hash(ctx: BuildContext) -> str:
     """What the Job was made from: the tuning spec, the nodes and the images."""
     assert ctx.ws.tuning is not None
     payload = {"tuning": ctx.ws.tuning.to_dict(), "nodes": sorted(ctx.nodes),
-               "image": ctx.image() if ctx.preset else None, "base": ctx.settings.base_image}
+               "image": ctx.runtime_image(), "weights": ctx.weights_source().describe() if ctx.preset else None}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -65,15 +72,16 @@ def tuning_job(ctx: BuildContext) -> dict[str, Any]:
     volumes: list[dict[str, Any]] = [
         {"name": _SHM, "emptyDir": {"medium": "Memory"}},
         {"name": _CONFIG, "configMap": {"name": tuning_config_name(ctx)}},
+        *weights_volumes(ctx),
     ]
-    init: list[dict[str, Any]] = []
+    init: list[dict[str, Any]] = weights_init_containers(ctx)
     data_mount = {"name": _DATA, "mountPath": rt.DATA_DIR}
     if source is not None and source.volume_source:
         volumes.append({"name": _DATA, **source.volume_source})
     else:
         volumes.append({"name": _DATA, "emptyDir": {}})
         if source is not None and source.urls:
-            init.append({"name": "data-downloader", "image": ctx.settings.base_image,
+            init.append({"name": "data-downloader", "image": ctx.runtime_image(),
                          "imagePullPolicy": "IfNotPresent",
                          "command": rt.download_command(list(source.urls),
                                                         max_bytes=ctx.settings.download_max_bytes,
@@ -89,22 +97,21 @@ def tuning_job(ctx: BuildContext) -> dict[str, Any]:
         volumes.append({"name": _RESULTS, "emptyDir": {}})
     trainer: dict[str, Any] = {
         "name": "tuning",
-        "image": ctx.image(),
+        "image": ctx.runtime_image(),
         "imagePullPolicy": "IfNotPresent",
         "command": rt.tuning_command(tuning.method),
         "resources": {"requests": {GPU_RESOURCE: gpus}, "limits": {GPU_RESOURCE: gpus}},
-        "volumeMounts": [{"name": _SHM, "mountPath": rt.SHM_DIR},
+        "volumeMounts": [weights_mount(ctx), {"name": _SHM, "mountPath": rt.SHM_DIR},
                          {"name": _CONFIG, "mountPath": rt.CONFIG_DIR, "readOnly": True},
                          data_mount, results_mount],
     }
-    env = ctx.model_access_env()
-    if env:
-        trainer["env"] = env
+    trainer["env"] = offline_env()
     containers = [trainer]
     if dest is not None and dest.image:
         containers.append({
-            "name": "pusher", "image": ctx.settings.base_image, "imagePullPolicy": "IfNotPresent",
+            "name": "pusher", "image": ctx.runtime_image(), "imagePullPolicy": "IfNotPresent",
             "command": rt.push_command(dest.image, ctx.preset.name),
+            **({"env": registry_mirrors_env(ctx)} if registry_mirrors_env(ctx) else {}),
             "volumeMounts": [results_mount,
                              {"name": _PUSH_SECRET, "mountPath": rt.PUSH_SECRET_DIR, "readOnly": True}],
         })
