@@ -157,7 +157,8 @@ def _write(folder: Path, models: str, skus: str) -> Path:
 
 _SKUS = ("cloud: azure\nsource: https://x\nskus:\n- {name: A, series: s, quotaFamily: f, vcpus: 1, memory: 1Gi,"
          " gpuCount: 1, gpuModel: T4, gpuMemory: 16Gi, computeCapability: '7.5'}\n")
-_MODEL = ("family: f\nsource: https://x\nmodels:\n- name: m\n  huggingfaceId: o/m\n  revision: '0000000000000000000000000000000000000000'\n"
+_MODEL = ("family: f\nsource: https://x\nmodels:\n- name: m\n  huggingfaceId: o/m\n"
+          f"  revision: '{'0' * 40}'\n"
           "  weights: {{source: oci, tag: 0.2.0}}\n  source: https://huggingface.co/o/m\n"
           "  architecture: A\n  parameters: 1B\n  license: mit\n  weightsSize: {weights}\n  contextLength: 10\n"
           "  runtimes: [vllm]\n  inference: {{gpuMemory: 4Gi, gpuCount: 1, disk: 10Gi}}\n")
