@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -94,12 +93,23 @@ def test_chart_crds_are_the_generated_ones() -> None:
             f"{shipped} differs from {path}: copy deploy/crds/*.yaml into the chart's crds/ folder")
 
 
-@pytest.mark.parametrize("dockerfile", sorted((ROOT / "deploy" / "images").glob("*Dockerfile*")), ids=lambda p: p.name)
-def test_dockerfiles_reference_existing_files(dockerfile: Path) -> None:
-    for line in dockerfile.read_text().splitlines():
-        match = re.match(r"^\s*(COPY|ADD)\s+(?!--from)(.+)$", line)
-        if not match:
-            continue
-        parts = [p for p in match.group(2).split() if not p.startswith("--")]
-        for source in parts[:-1]:
-            assert (ROOT / source).exists(), f"{dockerfile.name}: {source} does not exist"
+def test_one_value_points_the_operator_and_its_workspaces_at_a_registry(helm: Path) -> None:
+    docs = render(helm, "imageRegistry=myacr.azurecr.io/kaito", "weights.cache.enabled=true",
+                  "weights.cache.storageClass=fast")
+    container = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert container["image"] == f"myacr.azurecr.io/kaito/kaito-core-controller:{chart['appVersion']}"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KAITO_WORKSPACE__IMAGE_REGISTRY"] == "myacr.azurecr.io/kaito"
+    assert env["KAITO_WORKSPACE__IMAGE_TAG"] == chart["appVersion"]
+    assert env["KAITO_WORKSPACE__WEIGHTS_REGISTRY"] == "mcr.microsoft.com/aks/kaito"
+    # The operator reads these as its WorkspaceSettings.
+    from kaito_core.controllers.workspace.settings import WeightsCacheSettings, WorkspaceSettings
+
+    cache = WeightsCacheSettings.model_validate_json(env["KAITO_WORKSPACE__WEIGHTS_CACHE"])
+    assert cache.storage_class == "fast" and cache.access_mode == "ReadWriteMany" and cache.size is None
+    assert WorkspaceSettings(image_registry=env["KAITO_WORKSPACE__IMAGE_REGISTRY"]).image_registry
+    rules = by_kind(docs, "ClusterRole")[0]["rules"]
+    assert any(rule["resources"] == ["persistentvolumeclaims"] for rule in rules)
+    plain = by_kind(render(helm), "ClusterRole")[0]["rules"]
+    assert not any(rule["resources"] == ["persistentvolumeclaims"] for rule in plain)
