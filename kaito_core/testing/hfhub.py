@@ -5,7 +5,8 @@ It answers exactly what ``huggingface_hub`` (2.x) ``snapshot_download`` and ``hf
 * ``GET /api/models/{repo}`` and ``GET /api/models/{repo}/revision/{rev}`` — the repo info (``sha``, ``siblings``);
 * ``GET /api/models/{repo}/tree/{rev}[/{path}]?recursive=...`` — the file listing (``oid``, ``size``, ``lfs``);
 * ``HEAD`` / ``GET /{repo}/resolve/{rev}/{path}`` — ``X-Repo-Commit``, ``ETag`` (and ``X-Linked-Etag`` /
-  ``X-Linked-Size`` for LFS files), ``Content-Length``, single ``Range: bytes=a-b`` requests.
+  ``X-Linked-Size`` for LFS files), ``Content-Length``, single ``Range: bytes=a-b`` requests;
+* ``GET /api/agent-harnesses`` — the client's user-agent registry (an empty one; asked at most once a day).
 
 No ``X-Xet-*`` header is ever sent and no tree entry has a ``xetHash``: the client never switches to Xet.
 ``revision`` is the pinned 40-hex commit; the branch ``main`` resolves to it. Errors carry the Hub's
@@ -251,6 +252,9 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             hub.record(self.command, path)
             query = parse_qs(split.query)
             api = f"/api/models/{hub.repo}"
+            if path == "/api/agent-harnesses":  # the client's user-agent registry: an empty one
+                self._json(200, {"standardEnvVars": [], "harnesses": {}}, head=head)
+                return
             if path.startswith("/api/models/"):
                 if path != api and not path.startswith(api + "/"):
                     self._error(404, "RepoNotFound", "Repository not found", head=head)

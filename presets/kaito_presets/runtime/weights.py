@@ -626,11 +626,17 @@ def _pull_hf_once(repo: str, revision: str, dest: Path, token: str | None, endpo
     except Exception as exc:
         raise _hf_error(exc, repo, revision, endpoint, token) from None
     files = [p for p in dest.rglob("*") if p.is_file() and ".cache" not in p.relative_to(dest).parts]
+    commit = revision
+    for meta in sorted((dest / ".cache" / "huggingface" / "download").rglob("*.metadata")):
+        first = meta.read_text().split("\n", 1)[0].strip()  # huggingface_hub writes: commit, etag, timestamp
+        if re.fullmatch(r"[0-9a-f]{40}", first):
+            commit = first
+            break
     log.info(
-        "pulled hf://%s@%s into %s: %d files, %d bytes in %.1fs",
-        repo, revision, dest, len(files), sum(p.stat().st_size for p in files), time.monotonic() - started,
+        "pulled hf://%s@%s (commit %s) into %s: %d files, %d bytes in %.1fs",
+        repo, revision, commit, dest, len(files), sum(p.stat().st_size for p in files), time.monotonic() - started,
     )  # fmt: skip
-    return revision
+    return commit
 
 
 def pull_hf(

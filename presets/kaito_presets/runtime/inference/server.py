@@ -32,7 +32,7 @@ from .metrics import InferenceMetrics
 
 log = logging.getLogger("kaito.inference.server")
 
-# generate_kwargs understood by /chat; a few of Kaito's pipeline options are accepted and ignored.
+# generate_kwargs understood by /chat (``stop_strings`` is transformers' spelling of ``stop``).
 _GEN_KEYS = {
     "max_new_tokens",
     "max_length",
@@ -42,16 +42,76 @@ _GEN_KEYS = {
     "do_sample",
     "repetition_penalty",
     "stop",
+    "stop_strings",
     "seed",
 }
+# What Kaito's transformers runtime passed on to the HF text-generation pipeline and ``generate`` but that has
+# no meaning here: accepted and ignored, with one log line per request naming them.
 _IGNORED_KEYS = {
+    # pipeline options
     "return_full_text",
     "clean_up_tokenization_spaces",
     "prefix",
     "handle_long_generation",
+    "return_text",
+    "add_special_tokens",
+    "truncation",
+    "padding",
+    "continue_final_message",
+    "skip_special_tokens",
+    # generate() options
     "min_length",
+    "min_new_tokens",
+    "early_stopping",
+    "max_time",
     "num_beams",
+    "num_beam_groups",
+    "diversity_penalty",
+    "penalty_alpha",
+    "typical_p",
+    "min_p",
+    "epsilon_cutoff",
+    "eta_cutoff",
+    "length_penalty",
+    "no_repeat_ngram_size",
+    "encoder_no_repeat_ngram_size",
+    "encoder_repetition_penalty",
+    "bad_words_ids",
+    "force_words_ids",
+    "renormalize_logits",
+    "constraints",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "remove_invalid_values",
+    "exponential_decay_length_penalty",
+    "suppress_tokens",
+    "begin_suppress_tokens",
+    "forced_decoder_ids",
+    "sequence_bias",
+    "guidance_scale",
+    "low_memory",
+    "use_cache",
+    "eos_token_id",
+    "pad_token_id",
+    "bos_token_id",
+    "decoder_start_token_id",
     "num_return_sequences",
+    "output_scores",
+    "output_logits",
+    "output_attentions",
+    "output_hidden_states",
+    "return_dict_in_generate",
+    "return_tensors",
+}
+# Ignored options whose non-default value asks for another response shape, which this server cannot give.
+_SHAPE_DEFAULTS: dict[str, Any] = {
+    "num_return_sequences": 1,
+    "output_scores": False,
+    "output_logits": False,
+    "output_attentions": False,
+    "output_hidden_states": False,
+    "return_dict_in_generate": False,
+    "return_tensors": False,
 }
 
 
@@ -231,13 +291,15 @@ def create_app(backend: Backend, config: InferenceConfig, metrics: InferenceMetr
                 "context_length_exceeded",
             )
         if max_length is not None:
-            requested = max_length - n_prompt
-            if requested < 1:
+            if max_length - n_prompt < 1:
                 raise APIError(
                     400,
                     f"max_length {max_length} leaves no room after the {n_prompt}-token prompt",
                     "context_length_exceeded",
                 )
+            # As in the HF pipeline, max_length (prompt plus completion) is a cap, not a demand: it is clamped
+            # to this server's limits (Kaito's documented /chat body sends max_length 200).
+            requested = min(max_length - n_prompt, config.max_new_tokens_limit, limit - n_prompt)
         if requested is not None and requested > config.max_new_tokens_limit:
             raise APIError(
                 400,
@@ -350,8 +412,25 @@ def create_app(backend: Backend, config: InferenceConfig, metrics: InferenceMetr
         unknown = sorted(set(kwargs) - _GEN_KEYS - _IGNORED_KEYS)
         if unknown:
             raise APIError(
-                400, f"unsupported generate_kwargs {unknown}; supported: {sorted(_GEN_KEYS)}", "invalid_generate_kwargs"
+                400,
+                f"unsupported generate_kwargs {unknown}; supported: {sorted(_GEN_KEYS)} "
+                "(other transformers pipeline/generate options are accepted and ignored)",
+                "invalid_generate_kwargs",
             )
+        for key, default in _SHAPE_DEFAULTS.items():
+            if kwargs.get(key) not in (None, default):
+                raise APIError(
+                    400,
+                    f"{key}={kwargs[key]!r} is not supported by this server (only {default!r}: one text result)",
+                    "invalid_generate_kwargs",
+                )
+        ignored = sorted(k for k in set(kwargs) & _IGNORED_KEYS if k != "return_full_text")
+        if ignored:
+            log.info("/chat: ignoring generate_kwargs with no effect on this runtime: %s", ", ".join(ignored))
+        if "stop_strings" in kwargs:
+            if "stop" in kwargs:
+                raise APIError(400, "give stop or stop_strings, not both", "invalid_generate_kwargs")
+            kwargs["stop"] = kwargs.pop("stop_strings")
         if req.messages is not None:
             if not req.messages:
                 raise APIError(400, "messages must not be empty", "empty_messages")
