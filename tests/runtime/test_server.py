@@ -360,3 +360,108 @@ def test_the_pod_command_line_serves(tiny_model: Path, tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+# Kaito's documented /chat body (the transformers runtime's README), verbatim.
+KAITO_CHAT_BODY: dict[str, Any] = {
+    "prompt": "What is the capital of France?",
+    "return_full_text": False,
+    "clean_up_tokenization_spaces": False,
+    "prefix": None,
+    "handle_long_generation": None,
+    "generate_kwargs": {
+        "max_length": 200,
+        "min_length": 0,
+        "do_sample": True,
+        "early_stopping": False,
+        "num_beams": 1,
+        "num_beam_groups": 1,
+        "diversity_penalty": 0.0,
+        "temperature": 1.0,
+        "top_k": 10,
+        "top_p": 1,
+        "typical_p": 1,
+        "repetition_penalty": 1,
+        "length_penalty": 1,
+        "no_repeat_ngram_size": 0,
+        "encoder_no_repeat_ngram_size": 0,
+        "bad_words_ids": None,
+        "num_return_sequences": 1,
+        "output_scores": False,
+        "return_dict_in_generate": False,
+        "forced_bos_token_id": None,
+        "forced_eos_token_id": None,
+        "remove_invalid_values": None,
+    },
+}
+
+
+def _ignored_notes(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "ignoring generate_kwargs" in r.getMessage()]
+
+
+def test_chat_accepts_kaitos_documented_body(client: Any, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="kaito.inference.server"):
+        r = client.post("/chat", json=KAITO_CHAT_BODY)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert isinstance(body["Result"], str)
+    assert not body["Result"].startswith(KAITO_CHAT_BODY["prompt"])  # return_full_text: false
+    # max_length 200 is a cap (prompt plus completion), clamped to the server's limit (64 new tokens here).
+    assert 1 <= body["usage"]["completion_tokens"] <= 64
+    [note] = _ignored_notes(caplog)  # one note per request, naming what had no effect
+    for key in ("num_beam_groups", "typical_p", "bad_words_ids", "clean_up_tokenization_spaces", "min_length"):
+        assert key in note
+    for applied in ("temperature", "top_k", "do_sample", "max_length"):
+        assert f" {applied}," not in note and not note.endswith(f" {applied}")
+
+
+def test_chat_accepts_eos_and_pad_token_ids(client: Any, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    gen = {
+        "max_length": 40,
+        "min_length": 0,
+        "do_sample": True,
+        "early_stopping": False,
+        "num_beams": 1,
+        "temperature": 1.0,
+        "top_k": 10,
+        "top_p": 1,
+        "typical_p": 1,
+        "repetition_penalty": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 2,
+    }
+    with caplog.at_level(logging.INFO, logger="kaito.inference.server"):
+        r = client.post("/chat", json={"prompt": "Tell me a joke", "return_full_text": False, "generate_kwargs": gen})
+    assert r.status_code == 200, r.text
+    assert isinstance(r.json()["Result"], str)
+    assert r.json()["usage"]["total_tokens"] <= 40
+    [note] = _ignored_notes(caplog)
+    assert "eos_token_id" in note and "pad_token_id" in note
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"top_k": "ten"}, "top_k"),
+        ({"do_sample": "yes"}, "do_sample"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"max_length": "long"}, "max_length"),
+        ({"repetition_penalty": [1]}, "repetition_penalty"),
+        ({"stop_strings": 5}, "stop"),
+        ({"frobnicate": 1}, "frobnicate"),  # not a Kaito / HF generate option
+        ({"num_return_sequences": 2}, "num_return_sequences"),  # asks for more than one result
+    ],
+)
+def test_chat_kaito_body_with_a_bad_value_is_400_naming_the_field(
+    client: Any, override: dict[str, Any], field: str
+) -> None:
+    body = {**KAITO_CHAT_BODY, "generate_kwargs": {**KAITO_CHAT_BODY["generate_kwargs"], **override}}
+    r = client.post("/chat", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "invalid_generate_kwargs"
+    assert field in r.json()["error"]["message"]
