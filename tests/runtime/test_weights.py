@@ -213,7 +213,8 @@ def load_and_generate(model_dir: Path) -> str:
 
 
 def model_files(d: Path) -> set[str]:
-    return {p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file() and not p.name.startswith(".")}
+    rels = (p.relative_to(d) for p in d.rglob("*") if p.is_file())
+    return {r.as_posix() for r in rels if not any(part.startswith(".") for part in r.parts)}
 
 
 @pytest.fixture(scope="module")
