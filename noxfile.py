@@ -7,6 +7,7 @@
     .venv/bin/nox -s crds             # regenerate deploy/crds from the models
     .venv/bin/nox -s docs             # regenerate the API reference, mkdocs build --strict
     .venv/bin/nox -s bench            # benchmarks/ -> benchmarks/results/
+    .venv/bin/nox -s images           # our images from source; -- --push REGISTRY pushes them
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ PY = sys.executable  # the interpreter nox runs in: the dev venv's
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Every test: unit, real control plane, e2e on kwok, CPU runtimes."""
+    """Every test: unit, real control plane, e2e on kwok, CPU runtimes, our images under podman."""
     session.run(PY, "-m", "kaito_core.testing")
+    # Our images, built from source (cached by content hash): a cold build must not count against a
+    # test's timeout, so it happens here, before pytest.
+    session.run(PY, "-m", "kaito_core.testing.images")
     session.run(PY, "-m", "pytest", *(session.posargs or ["tests"]))
 
 
@@ -74,3 +78,9 @@ def bench(session: nox.Session) -> None:
     (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
     for script in scripts:
         session.run(PY, str(script), *session.posargs)
+
+
+@nox.session
+def images(session: nox.Session) -> None:
+    """Build kaito-core's images from source (cached by content hash); `-- --push REGISTRY` pushes them."""
+    session.run(PY, "-m", "kaito_core.testing.images", *session.posargs)
