@@ -171,12 +171,16 @@ def test_seed_tuning_job_trains_and_pushes_then_an_adapter_workspace_serves_it(
 ) -> None:
     settings = settings_for(published, runtime_images)
     url, served = loopback_files
-    write_seed_parquet(served / "train.parquet")
-    # The seed tuning Workspace with its registry placeholders and its dataset host mapped to ours.
+    # The seed tuning Workspace: its dataset URL is answered by a loopback stand-in through the
+    # operator's url_mirrors (the URL unchanged); its output placeholder is pointed at our registry.
     obj = yaml.safe_load((EXAMPLES / "kaito_workspace_tuning_phi_3.yaml").read_text())
     obj["metadata"].update({"namespace": "default", "uid": "uid-tuning"})
+    seed_url = obj["tuning"]["input"]["urls"][0]
+    name = seed_url.split("?")[0].rsplit("/", 1)[1]
+    stand_in = served / "datasets/philschmid/dolly-15k-oai-style/resolve/main/data" / name
+    write_seed_parquet(stand_in)
+    settings = settings.model_copy(update={"url_mirrors": {"huggingface.co": url}})
     adapter_image = f"{published.host}/adapter-phi-3:0.0.1"
-    obj["tuning"]["input"]["urls"] = [f"{url}/train.parquet"]
     obj["tuning"]["output"]["image"] = adapter_image
     # A CPU training config through the operator's own knob (tuning.config): one float32 step.
     obj["tuning"]["config"] = "cpu-training"

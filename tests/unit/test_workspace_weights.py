@@ -174,3 +174,21 @@ def test_the_pullers_termination_message_becomes_the_condition_message() -> None
                                                                          "message": said}}
     check = inference_check(workload, [pod])
     assert check.reason == "InferenceFailed" and said in check.message
+
+
+def test_url_mirrors_map_the_seed_dataset_host_for_the_downloader() -> None:
+    from kaito_presets.runtime.download import load_url_mirrors, mirrored
+
+    settings = WorkspaceSettings(url_mirrors={"huggingface.co": "http://127.0.0.1:8080/base"})
+    workspace = ws(inference=None, tuning={"preset": {"name": "phi-3-mini-128k-instruct"}, "method": "qlora",
+                                           "input": {"urls": ["https://huggingface.co/d/x.parquet?download=true"]},
+                                           "output": {"volumeSource": {"emptyDir": {}}}})
+    ctx = BuildContext(ws=workspace, settings=settings, preset=CATALOG.model("phi-3-mini-128k-instruct"),
+                       sku=CATALOG.find_sku("Standard_NC24ads_A100_v4"), nodes=["n0"])
+    downloader = tuning_job(ctx)["spec"]["template"]["spec"]["initContainers"][1]
+    env = {e["name"]: e["value"] for e in downloader["env"]}
+    mirrors = load_url_mirrors(env)
+    target, allowed = mirrored("https://huggingface.co/d/x.parquet?download=true", mirrors)
+    assert target == "http://127.0.0.1:8080/base/d/x.parquet?download=true"
+    assert allowed == ["127.0.0.1"]  # the operator's mirror may be private; nothing else is allowed
+    assert mirrored("https://example.com/y.parquet", mirrors) == ("https://example.com/y.parquet", [])

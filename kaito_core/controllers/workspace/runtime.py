@@ -60,6 +60,8 @@ WEIGHTS_SECRET_DIR: Final = "/mnt/weights-pull-secret"
 #: JSON {registry host: host to use}: the runtimes' pull/push tools apply it to every reference.
 REGISTRY_MIRRORS_ENV: Final = "KAITO_REGISTRY_MIRRORS"
 ENV_HF_ENDPOINT: Final = "HF_ENDPOINT"
+#: JSON {host: mirror base URL}: the tuning input downloader fetches such URLs from the mirror.
+URL_MIRRORS_ENV: Final = "KAITO_URL_MIRRORS"
 #: Set on the serving and training containers: they load from MODEL_DIR and must never reach a hub.
 OFFLINE_ENV: Final = (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"))
 #: ConfigMaps are mounted here; inference reads inference_config.yaml, tuning training_config.yaml.

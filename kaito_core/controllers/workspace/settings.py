@@ -51,6 +51,9 @@ class WorkspaceSettings(BaseModel):
     weights_cache: WeightsCacheSettings | None = None
     """Keep downloaded weights in a PersistentVolumeClaim per Workspace instead of an ``emptyDir``,
     so a restarted or second replica does not download them again. None: ``emptyDir``."""
+    url_mirrors: dict[str, str] = Field(default_factory=dict)
+    """Host -> mirror base URL for the tuning input downloader, e.g. ``{"huggingface.co": "http://mirror:8080"}``:
+    a URL on that host is fetched from the mirror (same path and query); the mirror may be private."""
     registry_mirrors: dict[str, str] = Field(default_factory=dict)
     """Registry host -> the host to use instead, for every artifact and image the runtimes pull or push
     (weights, adapters, tuning output), e.g. ``{"ACR_REPO_HERE.azurecr.io": "127.0.0.1:5000"}``."""

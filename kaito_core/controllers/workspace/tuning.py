@@ -87,6 +87,9 @@ def tuning_job(ctx: BuildContext) -> dict[str, Any]:
                                                         max_bytes=ctx.settings.download_max_bytes,
                                                         attempts=ctx.settings.download_attempts),
                          "volumeMounts": [data_mount]})
+            if ctx.settings.url_mirrors:
+                init[-1]["env"] = [{"name": rt.URL_MIRRORS_ENV,
+                                    "value": json.dumps(ctx.settings.url_mirrors, sort_keys=True)}]
         elif source is not None and source.image:
             init.append({"name": "data-extractor", "image": source.image, "imagePullPolicy": "IfNotPresent",
                          "command": rt.image_data_copy_command(), "volumeMounts": [data_mount]})

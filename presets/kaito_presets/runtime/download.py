@@ -23,11 +23,11 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 log = logging.getLogger("kaito.download")
 
@@ -228,6 +228,40 @@ def download_all(urls: Sequence[str], dest_dir: str | os.PathLike[str], **kwargs
     return paths
 
 
+#: JSON {host: mirror base URL}, set by the operator: a URL on that host is fetched from the mirror
+#: instead (same path and query), and the mirror may be at a private address (the operator chose it).
+URL_MIRRORS_ENV = "KAITO_URL_MIRRORS"
+
+
+def load_url_mirrors(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    raw = environ.get(URL_MIRRORS_ENV) or "{}"
+    try:
+        mirrors = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise DownloadError(f"{URL_MIRRORS_ENV} is not JSON: {exc}") from exc
+    if not isinstance(mirrors, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mirrors.items()):
+        raise DownloadError(f"{URL_MIRRORS_ENV} must be a JSON object of host -> mirror URL")
+    return {k.lower(): v for k, v in mirrors.items()}
+
+
+def mirrored(url: str, mirrors: Mapping[str, str]) -> tuple[str, list[str]]:
+    """``url`` with its host replaced by the operator's mirror, and the addresses that mirror may have."""
+    parts = urlsplit(url)
+    base = mirrors.get((parts.hostname or "").lower())
+    if base is None:
+        return url, []
+    mirror = urlsplit(base)
+    if mirror.scheme not in ("http", "https") or not mirror.hostname:
+        raise DownloadError(f"mirror {base!r} for {parts.hostname} is not an http(s) URL")
+    target = urlunsplit((mirror.scheme, mirror.netloc, mirror.path.rstrip("/") + parts.path, parts.query, ""))
+    port = mirror.port or (443 if mirror.scheme == "https" else 80)
+    try:
+        addrs = {info[4][0] for info in socket.getaddrinfo(mirror.hostname, port, proto=socket.IPPROTO_TCP)}
+    except OSError as exc:
+        raise DownloadError(f"mirror {mirror.hostname} for {parts.hostname} does not resolve: {exc}") from exc
+    return target, sorted(addrs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line; the Workspace reconciler's pod specs are tested against it."""
     p = argparse.ArgumentParser(prog="python -m kaito_presets.runtime.download")
@@ -248,7 +282,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: no URLs given", file=sys.stderr)
         return 2
     try:
-        paths = download_all(urls, args.dest, max_bytes=args.max_bytes, attempts=args.attempts, timeout=args.timeout)
+        mirrors = load_url_mirrors()
+        paths: list[Path] = []
+        for i, url in enumerate(urls):
+            target, allow = mirrored(url, mirrors)
+            if target != url:
+                log.info("fetching %s from the mirror %s", urlsplit(url).hostname, urlsplit(target).netloc)
+            paths.append(download(target, args.dest, index=i, avoid={p.name for p in paths},
+                                  max_bytes=args.max_bytes, attempts=args.attempts, timeout=args.timeout,
+                                  allow_networks=allow))
     except DownloadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
