@@ -224,3 +224,30 @@ def test_seed_tuning_job_trains_and_pushes_then_an_adapter_workspace_serves_it(
         for handle in pod.handles.values():
             podman.rm(handle.name)
     assert answers["1.0"] != answers["0.0"], "strength 0 and 1 gave the same output: the adapter was not applied"
+
+
+def test_a_hugging_face_source_downloads_in_the_init_container_with_the_token(
+    podman: Podman, runtime_images: dict[str, ImageRef], registry: Registry, tmp_path: Path, tiny_model: Path,
+) -> None:
+    from kaito_core.testing.hfhub import HubServer
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    with HubServer(tiny_model, repo="org/tiny-phi3", revision=revision, token="hf_s3cret") as hub:
+        settings = settings_for(registry, runtime_images).model_copy(update={"huggingface_endpoint": hub.url})
+        obj = yaml.safe_load((EXAMPLES / "kaito_workspace_phi_3.yaml").read_text())
+        obj["metadata"].update({"namespace": "default", "uid": "uid-hf", "annotations": {
+            "kaito.sh/model-weights": f"hf://org/tiny-phi3@{revision}"}})
+        obj["inference"]["preset"]["presetOptions"] = {"modelAccessSecret": "hf-token"}
+        ws = Workspace.from_dict(obj)
+        for token, ok in (("hf_s3cret", True), ("hf_wrong", False)):
+            pod = serving_pod(podman, ws, settings, tmp_path / token, runtime_images,
+                              secrets={"hf-token": {"HF_TOKEN": token}})
+            if ok:
+                assert [r.exit_code for r in pod.run_init(timeout=300)] == [0]
+                assert (pod.volumes()["model-weights-volume"] / "config.json").is_file()
+                continue
+            with pytest.raises(InitContainerFailed) as failed:
+                pod.run_init(timeout=300)
+            message = failed.value.result.message
+            assert f"org/tiny-phi3@{revision}" in message and "modelAccessSecret" in message
+            assert "hf_wrong" not in message and "hf_wrong" not in failed.value.result.logs  # never the token
