@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 from kaito_presets import default_catalog
-from kaito_presets.runtime import download, oci
+from kaito_presets.runtime import download, oci, weights
 from kaito_presets.runtime.inference import __main__ as inference_main
 from kaito_presets.runtime.tuning import __main__ as tuning_main
 from kaito_presets.runtime.tuning import config as tuning_config
@@ -36,6 +36,7 @@ PARSERS: dict[str, argparse.ArgumentParser] = {
     "kaito_presets.runtime.tuning": tuning_main.build_parser(),
     "kaito_presets.runtime.download": download.build_parser(),
     "kaito_presets.runtime.oci": oci.build_parser(),
+    "kaito_presets.runtime.weights": weights.build_parser(),
 }
 
 
@@ -78,9 +79,10 @@ def test_every_runtime_container_parses_and_its_paths_are_mounted(example: str) 
         args = PARSERS[module].parse_args(argv[argv.index("-m") + 2:])  # SystemExit here = a broken contract
         mounts = [m["mountPath"] for m in container.get("volumeMounts", [])]
         for key, value in vars(args).items():
-            if key == "adapters_dir" and not pod.get("initContainers"):
+            if key == "adapters_dir" and not any(c["name"].startswith("adapter-") for c in pod.get(
+                    "initContainers", [])):
                 continue  # no adapters: the runtime treats a missing folder as "none"
-            if isinstance(value, (str, Path)) and str(value).startswith("/mnt/"):
+            if isinstance(value, (str, Path)) and str(value).startswith(("/mnt/", "/workspace/")):
                 assert any(str(value).startswith(m) for m in mounts), (
                     f"{container['name']}: {value} is not under a mount ({mounts})")
 
@@ -102,5 +104,5 @@ def test_adapter_strength_reaches_the_server_env() -> None:
     (server,) = pod["containers"]
     env = {e["name"]: e.get("value") for e in server.get("env", [])}
     assert env[contract.ADAPTER_STRENGTHS_ENV] == '{"phi-3-adapter": 1.0}'
-    pulls = [c for c in pod["initContainers"] if "pull" in [*c.get("command", []), *c.get("args", [])]]
+    pulls = [c for c in pod["initContainers"] if contract.OCI_MODULE in c.get("command", [])]
     assert len(pulls) == 1
