@@ -8,6 +8,7 @@ def test_it(runtime_images, podman):
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 
@@ -21,12 +22,16 @@ IMAGE_NAMES = ("runtime", "controller", "curl")
 
 @pytest.fixture(scope="session")
 def runtime_images() -> dict[str, ImageRef]:
-    """The images this tree builds to, by short name; the first call of a session builds what changed."""
+    """The images this tree builds to, by short name; the first call of a session builds what changed.
+
+    No OCI archives (the runtime's takes a minute and a half to write): ``KAITO_IMAGE_ARCHIVES=1`` adds them,
+    as ``python -m kaito_core.testing.images`` always does.
+    """
     missing = [tool for tool in ("podman", "buildah", "mmdebstrap") if shutil.which(tool) is None]
     if missing:
         pytest.skip(f"needs {', '.join(missing)}: apt-get install podman buildah mmdebstrap runc")
     try:
-        return ensure_images(IMAGE_NAMES)
+        return ensure_images(IMAGE_NAMES, archives=os.environ.get("KAITO_IMAGE_ARCHIVES") == "1")
     except ToolMissingError as error:
         pytest.skip(str(error))
 

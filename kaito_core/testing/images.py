@@ -317,16 +317,33 @@ def _run(argv: Sequence[str], progress: Progress, *, what: str, timeout: float =
     return output
 
 
-def local_tags() -> set[str]:
-    """Every ``repository:tag`` in local storage (one podman call)."""
+def local_tags() -> dict[str, str]:
+    """Every ``repository:tag`` in local storage and its image id, newest first (one podman call)."""
     out = subprocess.run(
-        ["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        ["podman", "images", "--sort", "created", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"],
         capture_output=True,
         text=True,
         check=True,
         env=containers_env(),
     ).stdout
-    return {line.strip() for line in out.splitlines() if line.strip()}
+    pairs = (line.split() for line in out.splitlines())
+    return {pair[0]: pair[1] for pair in pairs if len(pair) == 2}
+
+
+def prune_old_tags(ref: ImageRef, keep: int = 3, progress: Progress = _progress) -> list[str]:
+    """Untag all but the ``keep`` newest ``<version>-<hash>`` tags of ``ref``'s repository.
+
+    Only tags go: a layer still used by a kept image (the dependency layer, usually) stays.
+    """
+    repository, version = ref.version_tag.rsplit(":", 1)
+    ours = [tag for tag in local_tags() if tag.startswith(f"{repository}:{version}-") and tag != ref.tag]
+    stale = ours[max(keep - 1, 0) :]
+    for tag in stale:
+        # An image a container still uses is kept: a concurrent test may be running it.
+        subprocess.run(["podman", "rmi", tag], capture_output=True, env=containers_env())
+    if stale:
+        progress(f"untagged {len(stale)} older {repository} images")
+    return stale
 
 
 def cache_dir() -> Path:
@@ -379,7 +396,7 @@ def _locked(folder: Path) -> Iterator[None]:
 # --- builds -----------------------------------------------------------------------------------------------------
 
 
-def build_rootfs(rootfs: Rootfs, tags: set[str], progress: Progress) -> str:
+def build_rootfs(rootfs: Rootfs, tags: dict[str, str], progress: Progress) -> str:
     tag = rootfs_tag(rootfs)
     if tag in tags:
         return tag
@@ -413,7 +430,7 @@ def build_rootfs(rootfs: Rootfs, tags: set[str], progress: Progress) -> str:
             progress,
             what=f"podman import {tag}",
         )
-    tags.add(tag)
+    tags[tag] = "imported"
     return tag
 
 
@@ -545,9 +562,11 @@ def ensure_images(
                     check_tools(("mmdebstrap",))
                     build_rootfs(spec.rootfs, tags, progress)
                 build_image(spec, ref, progress, root)
-                tags.update((ref.tag, ref.version_tag))
+                tags[ref.tag] = tags[ref.version_tag] = "built"
                 ref.built = True
-            elif ref.version_tag not in tags:
+                prune_old_tags(ref, progress=progress)
+            elif tags.get(ref.version_tag) != tags[ref.tag]:
+                # Another tree built since: <version> follows the newest build of this one.
                 _run(["podman", "tag", ref.tag, ref.version_tag], progress, what=f"tag {ref.version_tag}")
             if archives:
                 ref.archive = save_archive(ref, progress)

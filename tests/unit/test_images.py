@@ -113,7 +113,7 @@ def test_missing_tools_name_their_apt_packages(monkeypatch: pytest.MonkeyPatch) 
 
 def test_a_missing_vllm_base_is_reported_not_pulled(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(images, "check_tools", lambda *_: None)
-    monkeypatch.setattr(images, "local_tags", set)
+    monkeypatch.setattr(images, "local_tags", dict)
     monkeypatch.setenv("KAITO_IMAGE_CACHE", str(tmp_path))
     called: list[object] = []
     monkeypatch.setattr(images, "build_image", lambda *args: called.append(args))
