@@ -140,6 +140,8 @@ def test_the_hub_endpoints_directly(hub: HubServer, tiny_model: Path) -> None:
     assert missing.status_code == 404 and missing.headers["X-Error-Code"] == "EntryNotFound"
     rev = httpx.get(f"{hub.url}/api/models/org/tiny/revision/{'0' * 40}", headers=auth)
     assert rev.status_code == 404 and rev.headers["X-Error-Code"] == "RevisionNotFound"
+    bad_tree = httpx.get(f"{hub.url}/api/models/org/tiny/tree/{'0' * 40}", params={"recursive": "true"}, headers=auth)
+    assert bad_tree.status_code == 404 and bad_tree.headers["X-Error-Code"] == "RevisionNotFound"
     assert httpx.get(f"{hub.url}/api/models/org/tiny/revision/main").status_code == 401
     info = httpx.get(f"{hub.url}/api/models/org/tiny/revision/main", headers=auth).json()
     assert info["sha"] == REVISION
