@@ -481,3 +481,13 @@ def test_a_corrupt_blob_fails_the_digest_check(registry: Registry, tiny_model: P
     assert r.returncode == 1
     assert "digest mismatch" in r.stderr and layer["digest"] in r.stderr
     assert not (tmp_path / "w" / "notes.txt").exists() and not (tmp_path / "w" / ".kaito-weights.json").exists()
+
+
+def test_registry_mirrors_apply_to_the_transport_only(registry: Registry, published: str, tmp_path: Path) -> None:
+    image = f"registry.kaito.example/{REPO}:0.2.0"  # a name that does not resolve: only the mirror is reachable
+    dest = tmp_path / "w"
+    env = {"KAITO_REGISTRY_MIRRORS": json.dumps({"registry.kaito.example": registry.host})}
+    r = weights("pull", "--image", image, "--dest", str(dest), "--attempts", "1", env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((dest / ".kaito-weights.json").read_text())["source"] == image
+    assert (dest / "config.json").is_file()

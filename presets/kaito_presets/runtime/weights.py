@@ -69,6 +69,9 @@ ANNOTATION_FILE_METADATA = "org.cncf.model.file.metadata+json"
 ANNOTATION_UNTESTED = "org.cncf.model.file.mediatype.untested"
 
 MARKER = ".kaito-weights.json"
+#: JSON {registry host: host to use} rendered by the operator; applied to every reference (transport only:
+#: the marker and the messages keep the reference as written).
+REGISTRY_MIRRORS_ENV = "KAITO_REGISTRY_MIRRORS"
 DEFAULT_ATTEMPTS = 3
 HF_IGNORE_PATTERNS = ["original/**", "metal/**"]
 LARGE_FILE = 10 * 1024 * 1024
@@ -461,9 +464,32 @@ def _extract(blob: Path, mode: str, mt: str, dest: Path, what: str) -> list[str]
     return written
 
 
-def _pull_oci_once(ref: ImageRef, dest: Path, docker_config: dict[str, Any], insecure: bool) -> str:
+def mirrored(ref: ImageRef) -> ImageRef:
+    """``ref`` with its registry replaced as ``$KAITO_REGISTRY_MIRRORS`` says (unchanged when not listed)."""
+    raw = os.environ.get(REGISTRY_MIRRORS_ENV, "").strip()
+    if not raw:
+        return ref
+    try:
+        mirrors = json.loads(raw)
+    except ValueError as exc:
+        raise WeightsError(f"{REGISTRY_MIRRORS_ENV} is not a JSON object of registry hosts: {exc}") from exc
+    if not isinstance(mirrors, dict):
+        raise WeightsError(f"{REGISTRY_MIRRORS_ENV} is not a JSON object of registry hosts")
+    host = mirrors.get(ref.registry)
+    if not host:
+        return ref
+    return ImageRef(registry=str(host).split("://", 1)[-1].rstrip("/"), repository=ref.repository, tag=ref.tag,
+                    digest=ref.digest)  # fmt: skip
+
+
+def _pull_oci_once(ref: ImageRef, dest: Path, docker_config: dict[str, Any], insecure: bool | None) -> str:
     started = time.monotonic()
-    reg = _Registry(ref, docker_config, insecure)
+    shown = ref
+    ref = mirrored(ref)
+    if ref != shown:
+        log.info("%s: pulling through the mirror %s", shown, ref.registry)
+    reg = _Registry(ref, docker_config, _is_insecure(ref, insecure))
+    ref = shown  # messages name the reference as the Workspace wrote it
     what = f"pulling weights artifact {ref}"
     accept = ", ".join((MANIFEST_MEDIA_TYPE, INDEX_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE))
     resp = reg.request("GET", f"{reg.base}/manifests/{ref.reference}", what=what, headers={"Accept": accept})
@@ -542,9 +568,7 @@ def pull_oci(
     source = str(ref)
     if _prepare(out, source):
         return str((read_marker(out) or {}).get("digest"))
-    digest = _with_retries(
-        lambda: _pull_oci_once(ref, out, creds, _is_insecure(ref, insecure)), attempts, backoff, f"pulling {ref}"
-    )
+    digest = _with_retries(lambda: _pull_oci_once(ref, out, creds, insecure), attempts, backoff, f"pulling {ref}")
     check_model_dir(out, source)
     _write_marker(out, source, digest)
     return digest
@@ -658,7 +682,12 @@ def pull_hf(
     out = Path(dest)
     source = f"hf://{repo}@{revision}"
     if _prepare(out, source):
-        return revision
+        return str((read_marker(out) or {}).get("digest") or revision)
+    if constants.HF_HUB_OFFLINE:
+        raise WeightsError(
+            f"cannot download {repo}@{revision}: HF_HUB_OFFLINE is set in this container; "
+            "the weights init container must be allowed to reach the Hugging Face endpoint"
+        )
     endpoint = constants.ENDPOINT
     digest = _with_retries(
         lambda: _pull_hf_once(repo, revision, out, token, endpoint), attempts, backoff, f"pulling {source}"
@@ -785,7 +814,8 @@ def push_oci(
     check_model_dir(src_dir, str(src_dir))
     started = time.monotonic()
     files = _model_files(src_dir)
-    reg = _Registry(ref, creds, _is_insecure(ref, insecure))
+    target = mirrored(ref)
+    reg = _Registry(target, creds, _is_insecure(target, insecure))
     what = f"publishing weights artifact {ref}"
     uploaded = 0
     for f in files:
