@@ -4,7 +4,6 @@
     .venv/bin/nox -s tests            # the whole suite (what `./dev test` runs)
     .venv/bin/nox -s lint typecheck   # ruff, import-linter, mypy --strict on kaito_core
     .venv/bin/nox -s controlplane     # build the control-plane binaries (cached)
-    .venv/bin/nox -s images           # build the container images with podman/buildah (cached)
     .venv/bin/nox -s crds             # regenerate deploy/crds from the models
     .venv/bin/nox -s docs             # regenerate the API reference, mkdocs build --strict
     .venv/bin/nox -s bench            # benchmarks/ -> benchmarks/results/
@@ -53,12 +52,6 @@ def typecheck(session: nox.Session) -> None:
 def controlplane(session: nox.Session) -> None:
     """Build kube-apiserver, etcd, controller-manager, scheduler, kubectl, kwok (and helm)."""
     session.run(PY, "-m", "kaito_core.testing", *session.posargs)
-
-
-@nox.session
-def images(session: nox.Session) -> None:
-    """Build the container images from source (mmdebstrap base, buildah; cached by content hash)."""
-    session.run(PY, "-m", "kaito_core.testing.images", *session.posargs)
 
 
 @nox.session
