@@ -6,7 +6,9 @@ We therefore build from a tiny wrapper module that requires ``k8s.io/kubernetes`
 and replaces every staging module (the list is read from the published
 ``go.mod``, never hard-coded) with its tagged ``v0.<minor>.<patch>`` release.
 etcd is built the same way from ``go.etcd.io/etcd/server/v3``; kwok is a plain
-``go install``. Everything lands in one cache folder keyed by the versions, so a
+``go install``. A real node's kubelet and kube-proxy come from the same wrapper
+module; containerd (with ctr and its runc shim) is one ``go install`` with the
+cgo-only storage drivers tagged out. Everything lands in one cache folder keyed by the versions, so a
 second call is instant. ``KUBEBUILDER_ASSETS`` (envtest's variable) overrides the
 folder and its binaries are used as they are.
 """
@@ -37,16 +39,31 @@ from kaito_core.testing.versions import (
 
 __all__ = [
     "ALL_BINARIES",
+    "CONTAINERD_BINARIES",
+    "CONTAINERD_VERSION",
     "KUBERNETES_BINARIES",
+    "NODE_BINARIES",
+    "NODE_KUBERNETES_BINARIES",
     "ToolchainMissingError",
     "asset_dir",
+    "containerd_dir",
     "ensure_binaries",
+    "ensure_node_binaries",
     "kwok_stages_dir",
 ]
 
 KUBERNETES_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 ALL_BINARIES = (*KUBERNETES_BINARIES, "etcd", "kwok")
 OPTIONAL_BINARIES = ("helm",)
+# What a real node runs: the kubelet and kube-proxy of the same Kubernetes release
+# (built from the same wrapper module, into the same folder), and containerd with
+# its CLI and runc shim (built into a folder keyed by the containerd version).
+NODE_KUBERNETES_BINARIES = ("kubelet", "kube-proxy")
+CONTAINERD_VERSION = "v2.2.1"
+CONTAINERD_BINARIES = ("containerd", "ctr", "containerd-shim-runc-v2")
+NODE_BINARIES = (*NODE_KUBERNETES_BINARIES, *CONTAINERD_BINARIES)
+# Storage and snapshot drivers a test node never uses (they need cgo or kernel headers).
+CONTAINERD_BUILD_TAGS = "no_btrfs no_devmapper no_zfs"
 
 Progress = Callable[[str], None]
 
@@ -75,6 +92,11 @@ def asset_dir() -> Path:
         return Path(assets)
     key = f"k8s-{KUBERNETES_VERSION}_etcd-{ETCD_VERSION}_kwok-{KWOK_VERSION}"
     return cache_root() / "bin" / key
+
+
+def containerd_dir() -> Path:
+    """The folder holding containerd, ctr and containerd-shim-runc-v2 (keyed by their version)."""
+    return cache_root() / "bin" / f"containerd-{CONTAINERD_VERSION}"
 
 
 def kwok_stages_dir() -> Path:
@@ -162,7 +184,9 @@ def _staging_replacements(gomod_text: str) -> list[str]:
     return sorted(set(re.findall(r"^\s*(k8s\.io/[A-Za-z0-9._-]+)\s*=>\s*\./staging/", gomod_text, re.M)))
 
 
-def _build_kubernetes(go: str, out: Path, src: Path, progress: Progress) -> None:
+def _build_kubernetes(
+    go: str, out: Path, src: Path, progress: Progress, names: tuple[str, ...] = KUBERNETES_BINARIES
+) -> None:
     src.mkdir(parents=True, exist_ok=True)
     (src / "go.mod").write_text("module kaito.local/k8sbuild\n\ngo 1.26.0\n")
     info = _module_info(go, f"k8s.io/kubernetes@{KUBERNETES_VERSION}", src, progress)
@@ -183,7 +207,9 @@ def _build_kubernetes(go: str, out: Path, src: Path, progress: Progress) -> None
         "",
     ]
     (src / "go.mod").write_text("\n".join(lines))
-    imports = "\n".join(f'\t_ "k8s.io/kubernetes/cmd/{name}"' for name in KUBERNETES_BINARIES)
+    # Every command either build may want is imported, so one go.sum serves both.
+    everything = (*KUBERNETES_BINARIES, *NODE_KUBERNETES_BINARIES)
+    imports = "\n".join(f'\t_ "k8s.io/kubernetes/cmd/{name}"' for name in everything)
     (src / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")
     _run([go, "mod", "tidy"], src, progress, f"resolve kubernetes {KUBERNETES_VERSION} modules")
     _, minor, _ = KUBERNETES_VERSION.lstrip("v").split(".")
@@ -200,15 +226,35 @@ def _build_kubernetes(go: str, out: Path, src: Path, progress: Progress) -> None
     ldflags = " ".join(["-s", "-w", *xflags])
     staging_dir = out / ".partial"
     staging_dir.mkdir(parents=True, exist_ok=True)
-    pkgs = [f"k8s.io/kubernetes/cmd/{name}" for name in KUBERNETES_BINARIES]
-    progress(f"compiling {', '.join(KUBERNETES_BINARIES)} (the cold build takes a while on few cores)")
+    pkgs = [f"k8s.io/kubernetes/cmd/{name}" for name in names]
+    progress(f"compiling {', '.join(names)} (the cold build takes a while on few cores)")
     _run(
         [go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(staging_dir) + "/", *pkgs],
         src,
         progress,
         f"build kubernetes {KUBERNETES_VERSION}",
     )
-    for name in KUBERNETES_BINARIES:
+    for name in names:
+        os.replace(staging_dir / name, out / name)
+    staging_dir.rmdir()
+
+
+def _build_containerd(go: str, out: Path, src: Path, progress: Progress) -> None:
+    """containerd, ctr and the runc v2 shim: one ``go install`` of its three commands."""
+    src.mkdir(parents=True, exist_ok=True)
+    module = "github.com/containerd/containerd/v2"
+    ldflags = f"-s -w -X {module}/version.Version={CONTAINERD_VERSION} -X {module}/version.Revision=kaito"
+    pkgs = [f"{module}/cmd/{name}@{CONTAINERD_VERSION}" for name in CONTAINERD_BINARIES]
+    staging_dir = out / ".partial"
+    staging_dir.mkdir(parents=True, exist_ok=True)
+    _run(
+        [go, "install", "-trimpath", "-tags", CONTAINERD_BUILD_TAGS, "-ldflags", ldflags, *pkgs],
+        src,
+        progress,
+        f"build containerd {CONTAINERD_VERSION}",
+        extra_env={"GOBIN": str(staging_dir)},
+    )
+    for name in CONTAINERD_BINARIES:
         os.replace(staging_dir / name, out / name)
     staging_dir.rmdir()
 
@@ -321,15 +367,59 @@ def ensure_binaries(names: tuple[str, ...] = ALL_BINARIES, progress: Progress | 
     return out
 
 
+def ensure_node_binaries(progress: Progress | None = None) -> dict[str, Path]:
+    """Build what a real node needs (kubelet, kube-proxy, containerd, ctr, the runc shim).
+
+    Returns the path of each binary by name. kubelet and kube-proxy sit beside the
+    control plane in :func:`asset_dir` (same release, same wrapper module); containerd
+    sits in :func:`containerd_dir`. Nothing present is rebuilt.
+    """
+    report = progress or _default_progress
+    kube_out = asset_dir()
+    ctrd_out = containerd_dir()
+    paths = {name: kube_out / name for name in NODE_KUBERNETES_BINARIES}
+    paths.update({name: ctrd_out / name for name in CONTAINERD_BINARIES})
+    if all(path.exists() for path in paths.values()):
+        return paths
+    kube_missing = tuple(name for name in NODE_KUBERNETES_BINARIES if not paths[name].exists())
+    if kube_missing and os.environ.get("KUBEBUILDER_ASSETS"):
+        raise FileNotFoundError(
+            f"KUBEBUILDER_ASSETS={kube_out} lacks {', '.join(kube_missing)}; add them there or unset "
+            "KUBEBUILDER_ASSETS to build them into the cache"
+        )
+    go = _go_binary()
+    src_root = cache_root() / "src"
+    if kube_missing:
+        with _build_lock(kube_out):
+            kube_missing = tuple(name for name in NODE_KUBERNETES_BINARIES if not paths[name].exists())
+            if kube_missing:
+                report(f"building {', '.join(kube_missing)} into {kube_out}")
+                _build_kubernetes(
+                    go, kube_out, src_root / f"kubernetes-{KUBERNETES_VERSION}", report, kube_missing
+                )
+    if not all(paths[name].exists() for name in CONTAINERD_BINARIES):
+        with _build_lock(ctrd_out):
+            if not all(paths[name].exists() for name in CONTAINERD_BINARIES):
+                report(f"building containerd {CONTAINERD_VERSION} into {ctrd_out}")
+                _build_containerd(go, ctrd_out, src_root / f"containerd-{CONTAINERD_VERSION}", report)
+    return paths
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m kaito_core.testing [names...]``: build and print the folder."""
     args = argv if argv is not None else sys.argv[1:]
-    allowed = (*ALL_BINARIES, *OPTIONAL_BINARIES)
+    allowed = (*ALL_BINARIES, *OPTIONAL_BINARIES, "node")
     unknown = [name for name in args if name not in allowed]
     if unknown:
         print(f"unknown binaries {unknown}; choose from {', '.join(allowed)}", file=sys.stderr)
         return 2
     try:
+        if "node" in args:  # kubelet, kube-proxy, containerd, ctr, containerd-shim-runc-v2
+            for path in ensure_node_binaries().values():
+                print(path)
+            args = [name for name in args if name != "node"]
+            if not args:
+                return 0
         folder = ensure_binaries(tuple(args) or ALL_BINARIES)
     except ToolchainMissingError as exc:
         print(str(exc), file=sys.stderr)
