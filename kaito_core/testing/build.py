@@ -49,6 +49,7 @@ __all__ = [
     "containerd_dir",
     "ensure_binaries",
     "ensure_node_binaries",
+    "ensure_pause_binary",
     "kwok_stages_dir",
 ]
 
@@ -405,6 +406,61 @@ def ensure_node_binaries(progress: Progress | None = None) -> dict[str, Path]:
     return paths
 
 
+PAUSE_SOURCE = """package main
+
+// The pod sandbox's process: hold the namespaces, reap zombies, exit on SIGINT/SIGTERM.
+import (
+\t"os"
+\t"os/signal"
+\t"syscall"
+)
+
+func main() {
+\tsigs := make(chan os.Signal, 8)
+\tsignal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGCHLD)
+\tfor s := range sigs {
+\t\tif s != syscall.SIGCHLD {
+\t\t\tos.Exit(0)
+\t\t}
+\t\tfor {
+\t\t\tvar status syscall.WaitStatus
+\t\t\tpid, err := syscall.Wait4(-1, &status, syscall.WNOHANG, nil)
+\t\t\tif pid <= 0 || err != nil {
+\t\t\t\tbreak
+\t\t\t}
+\t\t}
+\t}
+}
+"""
+
+
+def pause_hash() -> str:
+    """Twelve hex digits naming the pause program (its source); the sandbox image tag uses it."""
+    import hashlib
+
+    return hashlib.sha256(PAUSE_SOURCE.encode()).hexdigest()[:12]
+
+
+def ensure_pause_binary(progress: Progress | None = None) -> Path:
+    """A static pause binary (the sandbox image's only file), built once into the cache."""
+    report = progress or _default_progress
+    out = cache_root() / "bin" / f"pause-{pause_hash()}"
+    binary = out / "pause"
+    if binary.exists():
+        return binary
+    go = _go_binary()
+    with _build_lock(out):
+        if not binary.exists():
+            src = cache_root() / "src" / f"pause-{pause_hash()}"
+            src.mkdir(parents=True, exist_ok=True)
+            (src / "go.mod").write_text("module kaito.local/pause\n\ngo 1.26.0\n")
+            (src / "main.go").write_text(PAUSE_SOURCE)
+            _run([go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / ".pause.partial"), "."],
+                 src, report, "build pause")
+            os.replace(out / ".pause.partial", binary)
+    return binary
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m kaito_core.testing [names...]``: build and print the folder."""
     args = argv if argv is not None else sys.argv[1:]
@@ -417,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         if "node" in args:  # kubelet, kube-proxy, containerd, ctr, containerd-shim-runc-v2
             for path in ensure_node_binaries().values():
                 print(path)
+            print(ensure_pause_binary())
             args = [name for name in args if name != "node"]
             if not args:
                 return 0
