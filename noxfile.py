@@ -30,7 +30,7 @@ def tests(session: nox.Session) -> None:
     session.run(PY, "-m", "kaito_core.testing")
     # Our images, built from source (cached by content hash): a cold build must not count against a
     # test's timeout, so it happens here, before pytest.
-    session.run(PY, "-m", "kaito_core.testing.images")
+    session.run(PY, "-m", "kaito_core.testing.images", "--no-archives")
     session.run(PY, "-m", "pytest", *(session.posargs or ["tests"]))
 
 

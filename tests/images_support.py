@@ -27,13 +27,14 @@ def runtime_images() -> dict[str, ImageRef]:
     No OCI archives (the runtime's takes a minute and a half to write): ``KAITO_IMAGE_ARCHIVES=1`` adds them,
     as ``python -m kaito_core.testing.images`` always does.
     """
+    # ./dev test installs the tools; a missing one is a broken setup, never a reason to skip.
     missing = [tool for tool in ("podman", "buildah", "mmdebstrap") if shutil.which(tool) is None]
     if missing:
-        pytest.skip(f"needs {', '.join(missing)}: apt-get install podman buildah mmdebstrap runc")
+        pytest.fail(f"needs {', '.join(missing)}: apt-get install podman buildah mmdebstrap runc (./dev test does)")
     try:
         return ensure_images(IMAGE_NAMES, archives=os.environ.get("KAITO_IMAGE_ARCHIVES") == "1")
     except ToolMissingError as error:
-        pytest.skip(str(error))
+        pytest.fail(str(error))
 
 
 @pytest.fixture

@@ -94,8 +94,8 @@ async def test_inference_examples_become_ready(kube_cluster: Cluster, kube_names
             assert any(t.get("key") == "sku" for t in pod_spec["tolerations"])
             if name == "workspace-phi-3-mini-adapter":
                 init = pod_spec["initContainers"]
-                assert [c["name"] for c in init] == ["adapter-phi-3-adapter"]
-                assert "/mnt/adapter/phi-3-adapter" in init[0]["command"]
+                assert [c["name"] for c in init] == ["model-weights-downloader", "adapter-phi-3-adapter"]
+                assert "/mnt/adapter/phi-3-adapter" in init[1]["command"]
                 env = {e["name"]: e.get("value") for e in container["env"]}
                 assert env["phi-3-adapter"] == "1.0"
                 assert json.loads(env["KAITO_ADAPTER_STRENGTHS"]) == {"phi-3-adapter": 1.0}
@@ -122,7 +122,8 @@ async def test_tuning_example_runs_to_success(kube_cluster: Cluster, kube_namesp
         job = await client.get(JOB, name, ns)
         assert job["status"].get("succeeded") == 1
         spec = job["spec"]["template"]["spec"]
-        init = spec["initContainers"][0]
+        weights, init = spec["initContainers"]
+        assert weights["name"] == "model-weights-downloader"
         assert init["name"] == "data-downloader"
         assert any(a.startswith("https://huggingface.co/datasets/philschmid") for a in init["command"])
         names = [c["name"] for c in spec["containers"]]
@@ -253,7 +254,8 @@ async def test_changing_adapters_rolls_pods_and_keeps_machines(kube_cluster: Clu
         await eventually(rolled, 90, message="pods rolled to the new adapters")
         pod = (await running_pods(client, ns, name))[0]
         assert pod["metadata"]["uid"] != before[0]["metadata"]["uid"]
-        assert [c["name"] for c in pod["spec"]["initContainers"]] == ["adapter-phi-3-adapter", "adapter-second-adapter"]
+        assert [c["name"] for c in pod["spec"]["initContainers"]] == [
+            "model-weights-downloader", "adapter-phi-3-adapter", "adapter-second-adapter"]
         assert sorted(m["metadata"]["uid"] for m in await machines_of(client, ns, name)) == machines
         ws = await client.get(WORKSPACE, name, ns)
         assert ws["metadata"]["annotations"]["kaito.sh/revision"]
@@ -279,7 +281,7 @@ async def test_tuning_input_change_replaces_the_job(kube_cluster: Cluster, kube_
 
         await eventually(replaced, 90, message="a new tuning job ran to completion")
         job = await client.get(JOB, name, ns)
-        assert job["spec"]["template"]["spec"]["initContainers"][0]["command"][-1] == \
+        assert job["spec"]["template"]["spec"]["initContainers"][1]["command"][-1] == \
             "https://example.com/other.parquet"
         assert sorted(m["metadata"]["uid"] for m in await machines_of(client, ns, name)) == machines
 
