@@ -221,3 +221,19 @@ def test_push_sidecar_stops_waiting_when_tuning_failed(tmp_path: Path, capsys: p
     )
     assert rc == 1
     assert "tuning job failed" in capsys.readouterr().err
+
+
+def test_adapter_pull_and_push_go_through_the_operators_registry_mirrors(
+    lora_adapter: Path, registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seed's placeholder registry resolves to the mirror, for the push sidecar and the adapter puller."""
+    from kaito_presets.runtime.oci import pull_adapter, push_adapter
+
+    monkeypatch.setenv("KAITO_REGISTRY_MIRRORS", json.dumps({"ACR_REPO_HERE.azurecr.io": registry.host}))
+    push_adapter(lora_adapter, "ACR_REPO_HERE.azurecr.io/mirrored-adapter:0.0.1", model_name="tiny")
+    pull_adapter("ACR_REPO_HERE.azurecr.io/mirrored-adapter:0.0.1", tmp_path / "a")
+    assert (tmp_path / "a" / "adapter_model.safetensors").is_file()
+    # The map decides where the traffic goes: pointed at a closed loopback port, the same pull fails.
+    monkeypatch.setenv("KAITO_REGISTRY_MIRRORS", json.dumps({"ACR_REPO_HERE.azurecr.io": "127.0.0.1:9"}))
+    with pytest.raises(Exception, match=r"127\.0\.0\.1:9|refused|onnect"):
+        pull_adapter("ACR_REPO_HERE.azurecr.io/mirrored-adapter:0.0.1", tmp_path / "b")

@@ -104,6 +104,29 @@ def parse_image(image: str) -> ImageRef:
 # ----------------------------------------------------------------------------------- credentials
 
 
+#: JSON {registry host: host to use instead}, set by the operator (``registry_mirrors``): every pull and
+#: push of these tools goes to the mirror; messages keep the reference as the user wrote it.
+REGISTRY_MIRRORS_ENV = "KAITO_REGISTRY_MIRRORS"
+
+
+def mirrored(ref: ImageRef) -> ImageRef:
+    """``ref`` with its registry replaced as ``$KAITO_REGISTRY_MIRRORS`` says (unchanged when not listed)."""
+    raw = os.environ.get(REGISTRY_MIRRORS_ENV, "").strip()
+    if not raw:
+        return ref
+    try:
+        mirrors = json.loads(raw)
+    except ValueError as exc:
+        raise OCIError(f"{REGISTRY_MIRRORS_ENV} is not a JSON object of registry hosts: {exc}") from exc
+    if not isinstance(mirrors, dict):
+        raise OCIError(f"{REGISTRY_MIRRORS_ENV} is not a JSON object of registry hosts")
+    host = mirrors.get(ref.registry)
+    if not host:
+        return ref
+    return ImageRef(registry=str(host).split("://", 1)[-1].rstrip("/"), repository=ref.repository, tag=ref.tag,
+                    digest=ref.digest)
+
+
 def load_docker_config(path: str | os.PathLike[str] | None) -> dict[str, Any]:
     """Read a ``.dockerconfigjson`` (or a ``config.json``); a missing path gives no credentials."""
     if not path:
@@ -234,7 +257,7 @@ def push_adapter(
     """Push the adapter in ``src`` as ``image``; return the manifest digest."""
     import oras.oci
 
-    ref = parse_image(image)
+    ref = mirrored(parse_image(image))
     src_dir = Path(src)
     creds = load_docker_config(docker_config)
     reg = _registry(ref, creds, _is_insecure(ref, insecure))
@@ -311,7 +334,7 @@ def pull_adapter(
     insecure: bool | None = None,
 ) -> dict[str, Any]:
     """Pull ``image`` and unpack its ``data/`` into ``dest``; return the manifest."""
-    ref = parse_image(image)
+    ref = mirrored(parse_image(image))
     creds = load_docker_config(docker_config)
     reg = _registry(ref, creds, _is_insecure(ref, insecure))
     container = reg.get_container(f"{ref.registry}/{ref.repository}:{ref.reference}")

@@ -51,7 +51,15 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, TypeVar
 from urllib.parse import urljoin
 
-from .oci import ImageRef, OCIError, _is_insecure, credentials_for, load_docker_config, parse_image
+from .oci import (
+    ImageRef,
+    OCIError,
+    _is_insecure,
+    credentials_for,
+    load_docker_config,
+    parse_image,
+)
+from .oci import mirrored as _oci_mirrored
 
 log = logging.getLogger("kaito.weights")
 
@@ -71,7 +79,6 @@ ANNOTATION_UNTESTED = "org.cncf.model.file.mediatype.untested"
 MARKER = ".kaito-weights.json"
 #: JSON {registry host: host to use} rendered by the operator; applied to every reference (transport only:
 #: the marker and the messages keep the reference as written).
-REGISTRY_MIRRORS_ENV = "KAITO_REGISTRY_MIRRORS"
 DEFAULT_ATTEMPTS = 3
 HF_IGNORE_PATTERNS = ["original/**", "metal/**"]
 LARGE_FILE = 10 * 1024 * 1024
@@ -465,21 +472,11 @@ def _extract(blob: Path, mode: str, mt: str, dest: Path, what: str) -> list[str]
 
 
 def mirrored(ref: ImageRef) -> ImageRef:
-    """``ref`` with its registry replaced as ``$KAITO_REGISTRY_MIRRORS`` says (unchanged when not listed)."""
-    raw = os.environ.get(REGISTRY_MIRRORS_ENV, "").strip()
-    if not raw:
-        return ref
+    """``ref`` through the operator's registry mirrors (:func:`kaito_presets.runtime.oci.mirrored`)."""
     try:
-        mirrors = json.loads(raw)
-    except ValueError as exc:
-        raise WeightsError(f"{REGISTRY_MIRRORS_ENV} is not a JSON object of registry hosts: {exc}") from exc
-    if not isinstance(mirrors, dict):
-        raise WeightsError(f"{REGISTRY_MIRRORS_ENV} is not a JSON object of registry hosts")
-    host = mirrors.get(ref.registry)
-    if not host:
-        return ref
-    return ImageRef(registry=str(host).split("://", 1)[-1].rstrip("/"), repository=ref.repository, tag=ref.tag,
-                    digest=ref.digest)  # fmt: skip
+        return _oci_mirrored(ref)
+    except OCIError as exc:
+        raise WeightsError(str(exc)) from exc
 
 
 def _pull_oci_once(ref: ImageRef, dest: Path, docker_config: dict[str, Any], insecure: bool | None) -> str:
