@@ -460,8 +460,14 @@ imports = []
 
     def wait_ready(self, timeout: float = 120) -> float:
         """Wait until the Node is Ready (raising with the kubelet's log if it dies); seconds since start."""
-        wait_until(lambda: self.kubelet.check_alive() and self.containerd.check_alive() and self.is_ready(),
-                   timeout, f"node {self.name} Ready", interval=0.5)
+        deadline = time.monotonic() + timeout
+        while not self.is_ready():
+            self.kubelet.check_alive()  # a dead kubelet fails at once, with its log
+            self.containerd.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"node {self.name} not Ready after {timeout:.0f}s; kubelet log:\n"
+                                   f"{self.kubelet.log_tail()}")
+            time.sleep(0.5)
         self.ready_after = time.monotonic() - self.started_at
         return self.ready_after
 
@@ -569,9 +575,12 @@ class RealNodes:
         if os.geteuid() != 0:
             raise PermissionError("real nodes need root (network namespaces, mounts, cgroups)")
         self.cluster = _read_kubeconfig(kubeconfig)
-        self._owned_workdir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="kaito-realnodes-")).resolve()
         self.netns = NetworkNamespace()
+        self._owned_workdir = workdir is None
+        # Unix sockets (containerd's, the kubelet's pods API) must fit ~104 bytes: a short folder.
+        self.workdir = Path(workdir or Path(tempfile.gettempdir()) / self.netns.name).resolve()
+        if len(str(self.workdir)) > 40:
+            raise ValueError(f"the real nodes' folder must be short (unix socket paths): {self.workdir}")
         self.nodes: dict[str, RealNode] = {}
         self.binaries: dict[str, Path] = {}
         self.kubectl_binary: Path | None = None
@@ -665,7 +674,7 @@ class RealNodes:
             for node in started:
                 with contextlib.suppress(Exception):
                     node_log = node.logs / "kubelet.log"
-                    if node_log.exists():
+                    if node_log.exists():  # the folder goes on stop; keep the log beside it
                         shutil.copy(node_log, self.workdir.parent / f"{self.workdir.name}-{node.name}-kubelet.log")
             raise
         return started

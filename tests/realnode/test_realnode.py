@@ -1,0 +1,180 @@
+"""Real pods on real nodes: a kubelet + containerd + runc node runs what the scheduler places there."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kaito_core.testing.clusters import Cluster
+from kaito_core.testing.netns import list_kaito_netns
+from kaito_core.testing.nodes import GPU_RESOURCE, GPU_TAINT
+from kaito_core.testing.process import wait_until
+from kaito_core.testing.realnode import (
+    NodeSpec,
+    RealNodes,
+    mounts_under,
+    processes_mentioning,
+)
+
+# the node and image the real_nodes fixture (conftest.py) starts and loads
+GPU_NODE = "real-gpu-a"
+TEST_IMAGE = os.environ.get("KAITO_REALNODE_IMAGE", "localhost/kaito-curl:0.1.0")
+
+pytestmark = pytest.mark.realnode
+
+GPU_TOLERATION = {"key": GPU_TAINT["key"], "operator": "Equal", "value": GPU_TAINT["value"],
+                  "effect": GPU_TAINT["effect"]}
+
+
+def pod_manifest(name: str, node: str, container: dict[str, Any], restart: str = "Never") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "tolerations": [GPU_TOLERATION],
+            "restartPolicy": restart,
+            "automountServiceAccountToken": False,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"image": TEST_IMAGE, "imagePullPolicy": "Never", **container}],
+        },
+    }
+
+
+def kubectl_json(cluster: Cluster, *args: str) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(cluster.kubectl(*args, "-o", "json").stdout)
+    return out
+
+
+@pytest.fixture
+def namespace(kube_cluster: Cluster) -> Any:
+    name = f"rn-{uuid.uuid4().hex[:8]}"
+    kube_cluster.kubectl("create", "namespace", name)
+    yield name
+    kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def test_the_gpu_node_is_ready_with_its_labels_taint_and_gpu(real_nodes: RealNodes, kube_cluster: Cluster) -> None:
+    node = kubectl_json(kube_cluster, "get", "node", GPU_NODE)
+    assert node["metadata"]["labels"]["accelerator"] == "nvidia"
+    assert node["status"]["capacity"][GPU_RESOURCE] == "1"
+    assert node["status"]["allocatable"][GPU_RESOURCE] == "1"
+    assert {"key": "sku", "value": "gpu", "effect": "NoSchedule"} in node["spec"]["taints"]
+    assert node["status"]["nodeInfo"]["containerRuntimeVersion"] == "containerd://2.2.1"
+    ready = real_nodes[GPU_NODE].ready_after
+    rss = real_nodes[GPU_NODE].rss_bytes()
+    print(f"\n[realnode] Ready {ready:.1f}s after start; RSS kubelet {rss['kubelet'] / 2**20:.0f} MiB, "
+          f"containerd {rss['containerd'] / 2**20:.0f} MiB")
+
+
+def test_a_pod_runs_to_completion_and_its_log_is_readable(
+    real_nodes: RealNodes, kube_cluster: Cluster, namespace: str
+) -> None:
+    manifest = pod_manifest("writer", GPU_NODE, {
+        "name": "main",
+        "command": ["sh", "-c", "echo hello from $(hostname); echo done > /tmp/out; cat /tmp/out"],
+        "resources": {"limits": {GPU_RESOURCE: "1"}},
+    })
+    began = time.monotonic()
+    kube_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+
+    def phase() -> str:
+        return str(kubectl_json(kube_cluster, "get", "pod", "writer", "-n", namespace)["status"].get("phase"))
+
+    wait_until(lambda: phase() in ("Succeeded", "Failed"), 120, "the writer pod to finish", interval=0.5)
+    took = time.monotonic() - began
+    pod = kubectl_json(kube_cluster, "get", "pod", "writer", "-n", namespace)
+    assert pod["status"]["phase"] == "Succeeded", pod["status"]
+    assert pod["spec"]["nodeName"] == GPU_NODE
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 0 and terminated["reason"] == "Completed"
+    log = real_nodes[GPU_NODE].pod_log(namespace, "writer", "main")
+    assert log == "hello from writer\ndone\n"
+    print(f"\n[realnode] pod created -> Succeeded in {took:.1f}s")
+
+
+def test_a_long_running_pod_gets_ready_by_an_exec_probe(
+    real_nodes: RealNodes, kube_cluster: Cluster, namespace: str
+) -> None:
+    manifest = pod_manifest("server", GPU_NODE, {
+        "name": "main",
+        "command": ["sh", "-c", "sleep 2; touch /tmp/ready; exec sleep 3600"],
+        "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1,
+                           "failureThreshold": 1},
+    }, restart="Always")
+    began = time.monotonic()
+    kube_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+
+    def status() -> dict[str, Any]:
+        return dict(kubectl_json(kube_cluster, "get", "pod", "server", "-n", namespace)["status"])
+
+    wait_until(lambda: status().get("phase") == "Running", 120, "the server pod Running", interval=0.5)
+    running_after = time.monotonic() - began
+    # not Ready until the probe's file exists: the probe really runs in the container
+    wait_until(lambda: any(c["type"] == "Ready" and c["status"] == "True" for c in status()["conditions"]),
+               60, "the server pod Ready", interval=0.5)
+    ready_after = time.monotonic() - began
+    assert ready_after >= 2.0
+    pod = status()
+    assert pod["podIP"].startswith("10.232.")
+    print(f"\n[realnode] pod Running after {running_after:.1f}s, Ready after {ready_after:.1f}s")
+
+
+def test_kill_9_of_the_kubelet_makes_the_node_not_ready_and_a_restart_ready(real_nodes: RealNodes) -> None:
+    node = real_nodes[GPU_NODE]
+    node.kill_kubelet()
+    assert not node.kubelet.running()
+    began = time.monotonic()
+    node.wait_not_ready(timeout=180)  # the node lifecycle controller's grace period
+    not_ready_after = time.monotonic() - began
+    node.start_kubelet()
+    began = time.monotonic()
+    node.wait_ready(timeout=120)
+    print(f"\n[realnode] NotReady {not_ready_after:.0f}s after kill -9; Ready {time.monotonic() - began:.1f}s "
+          "after restart")
+    node.apply_node_status()  # a restarted kubelet may zero extended resources
+    assert node.node_object()["status"]["capacity"][GPU_RESOURCE] == "1"  # type: ignore[index]
+
+
+def test_stop_leaves_no_process_mount_netns_link_or_cgroup(kube_cluster: Cluster) -> None:
+    host_links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    before_links = {line.split(":")[1].strip() for line in host_links.splitlines()}
+    nodes = RealNodes(kube_cluster.kubeconfig)
+    folder = nodes.workdir
+    try:
+        nodes.load_image(TEST_IMAGE)
+        (node,) = nodes.start([NodeSpec("real-cleanup", labels={"kaito.sh/test": "cleanup"})])
+        manifest = pod_manifest("sleeper", "real-cleanup", {"name": "main", "command": ["sleep", "3600"]})
+        kube_cluster.kubectl("apply", "-n", "default", "-f", "-", input=json.dumps(manifest))
+        wait_until(lambda: kubectl_json(kube_cluster, "get", "pod", "sleeper", "-n", "default")["status"]
+                   .get("phase") == "Running", 120, "sleeper Running", interval=0.5)
+        ids = node.container_ids()
+        assert len(ids) >= 2  # the sandbox and the container
+        assert mounts_under(folder), "a running pod should have mounts under the node's folder"
+        netns = nodes.netns.name
+        assert netns in list_kaito_netns()
+        assert f"kbr{node.index}" in nodes.netns.links()
+    finally:
+        nodes.stop()
+        kube_cluster.kubectl("delete", "pod", "sleeper", "-n", "default", "--force", "--grace-period=0",
+                             check=False)
+    assert processes_mentioning(str(folder)) == []
+    assert mounts_under(folder) == []
+    assert netns not in list_kaito_netns()
+    after_links = {line.split(":")[1].strip() for line in
+                   subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout.splitlines()}
+    assert after_links - before_links == set()
+    assert not folder.exists()
+    leftover_cgroups = [str(p) for p in Path("/sys/fs/cgroup").rglob("*") if p.is_dir() and
+                        any(i in p.name for i in ids)]
+    assert leftover_cgroups == []
+    for cid in ids:  # not even a process of a container survives (their cgroups are gone)
+        assert processes_mentioning(cid) == []
