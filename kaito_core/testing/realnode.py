@@ -67,6 +67,7 @@ __all__ = [
     "NodeSpec",
     "RealNode",
     "RealNodes",
+    "cgroup_dirs",
     "mounts_under",
     "pause_image_ref",
     "processes_mentioning",
@@ -74,7 +75,6 @@ __all__ = [
 
 NODE_NET = "10.231.0"
 POD_NET = "10.232"
-_CGROUP_ROOT = Path("/sys/fs/cgroup")
 _TASK_DIR = "io.containerd.runtime.v2.task"
 _K8S_NS = "k8s.io"
 
@@ -547,25 +547,43 @@ imports = []
                 sock.unlink()
 
 
+def cgroup_dirs(relative: str) -> list[Path]:
+    """The folders of cgroup ``relative`` (e.g. ``/kaito-x/node``) in every mounted hierarchy that has it."""
+    found = []
+    for line in Path("/proc/mounts").read_text().splitlines():
+        fields = line.split()
+        if fields[2] in ("cgroup", "cgroup2"):
+            path = Path(fields[1]) / relative.lstrip("/")
+            if path.is_dir():
+                found.append(path)
+    return found
+
+
+def _rmdir_retrying(path: Path) -> None:
+    for _ in range(50):
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:  # processes still leaving
+            time.sleep(0.1)
+
+
 def _remove_container_cgroups(ids: Sequence[str]) -> None:
-    """rmdir every cgroup (any v1 hierarchy or the v2 mount) named after one of our containers."""
-    if not ids:
-        return
-    wanted = set(ids)
-    found: list[Path] = []
-    for dirpath, dirnames, _ in os.walk(_CGROUP_ROOT):
-        for name in dirnames:
-            if name in wanted or any(name.endswith(i) or name.startswith(i) for i in wanted):
-                found.append(Path(dirpath) / name)
-    for path in sorted(found, key=lambda p: len(p.parts), reverse=True):
-        for _ in range(20):
-            try:
-                path.rmdir()
-                break
-            except FileNotFoundError:
-                break
-            except OSError:  # processes still leaving
-                time.sleep(0.1)
+    """rmdir the cgroup of each of our containers, in every hierarchy (v1 ones and the v2 mount).
+
+    Without QoS cgroups the kubelet gives the CRI no cgroup parent, so containerd
+    puts each container at ``/k8s.io/<id>`` (its namespace, fixed for the CRI). runc
+    removes them on a clean delete; this catches what a kill left behind. The shared
+    ``/k8s.io`` parent goes too, but only when empty (rmdir refuses otherwise).
+    """
+    for cid in ids:
+        for path in cgroup_dirs(f"/{_K8S_NS}/{cid}"):
+            _rmdir_retrying(path)
+    for path in cgroup_dirs(f"/{_K8S_NS}"):
+        with contextlib.suppress(OSError):
+            path.rmdir()
 
 
 class RealNodes:

@@ -7,7 +7,6 @@ import os
 import subprocess
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from kaito_core.testing.process import wait_until
 from kaito_core.testing.realnode import (
     NodeSpec,
     RealNodes,
+    cgroup_dirs,
     mounts_under,
     processes_mentioning,
 )
@@ -158,6 +158,7 @@ def test_stop_leaves_no_process_mount_netns_link_or_cgroup(kube_cluster: Cluster
                    .get("phase") == "Running", 120, "sleeper Running", interval=0.5)
         ids = node.container_ids()
         assert len(ids) >= 2  # the sandbox and the container
+        assert all(cgroup_dirs(f"/k8s.io/{cid}") for cid in ids), "containers run in /k8s.io/<id> cgroups"
         assert mounts_under(folder), "a running pod should have mounts under the node's folder"
         netns = nodes.netns.name
         assert netns in list_kaito_netns()
@@ -173,8 +174,6 @@ def test_stop_leaves_no_process_mount_netns_link_or_cgroup(kube_cluster: Cluster
                    subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout.splitlines()}
     assert after_links - before_links == set()
     assert not folder.exists()
-    leftover_cgroups = [str(p) for p in Path("/sys/fs/cgroup").rglob("*") if p.is_dir() and
-                        any(i in p.name for i in ids)]
-    assert leftover_cgroups == []
+    assert [path for cid in ids for path in cgroup_dirs(f"/k8s.io/{cid}")] == []
     for cid in ids:  # not even a process of a container survives (their cgroups are gone)
         assert processes_mentioning(cid) == []
