@@ -5,8 +5,9 @@ pods need a bridge. Neither may touch the host's network, so one run makes one
 network namespace ``kaito-<id>`` and puts everything there:
 
 * ``lo`` up (so each node's containerd streaming server and the proxy work);
-* a bridge device ``knodes`` (no dummy module here; a port-less bridge acts the same) carrying one ``/32`` address per node
-  (``10.231.0.<n>``), the address each kubelet registers and binds;
+* a port-less bridge device ``knodes`` (the kernel here has no dummy module)
+  carrying one ``/32`` address per node (``10.231.0.<n>``), the address each
+  kubelet registers and binds;
 * per node, a CNI bridge (made by the bridge plugin, inside this netns) for its
   pods' subnet ``10.232.<n>.0/24``;
 * a :class:`LoopbackProxy`: a listening socket *created inside* the namespace

@@ -60,7 +60,7 @@ from kaito_core.testing.build import (
     ensure_pause_binary,
     pause_hash,
 )
-from kaito_core.testing.netns import NetworkNamespace
+from kaito_core.testing.netns import NetworkNamespace, list_kaito_netns
 from kaito_core.testing.process import ManagedProcess, wait_until
 
 __all__ = [
@@ -71,6 +71,7 @@ __all__ = [
     "mounts_under",
     "pause_image_ref",
     "processes_mentioning",
+    "sweep_stale_runs",
 ]
 
 NODE_NET = "10.231.0"
@@ -235,6 +236,9 @@ class RealNode:
         self.root = owner.workdir / spec.name
         self.started_at = 0.0
         self.ready_after = 0.0
+        self.timings: dict[str, float] = {}
+        """Seconds: ``containerd`` (up), ``images`` (imported), ``kubelet_to_ready`` (the last start)."""
+        self._kubelet_started_at = 0.0
         self._kubelet: ManagedProcess | None = None
         self._containerd: ManagedProcess | None = None
 
@@ -378,9 +382,12 @@ imports = []
         self.started_at = time.monotonic()
         self._write_configs()
         self.start_containerd()
+        self.timings["containerd"] = time.monotonic() - self.started_at
+        began = time.monotonic()
         self._owner.import_into(self, _pause_archive(cache_root() / "images" / "realnode"))
         for archive in self._owner.loaded_archives():
             self._owner.import_into(self, archive)
+        self.timings["images"] = time.monotonic() - began
         self.start_kubelet()
 
     def start_containerd(self) -> None:
@@ -415,6 +422,7 @@ imports = []
         )
         proc.start()
         self._kubelet = proc
+        self._kubelet_started_at = time.monotonic()
 
     @property
     def kubelet(self) -> ManagedProcess:
@@ -458,7 +466,7 @@ imports = []
         conditions = (node or {}).get("status", {}).get("conditions", [])
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
-    def wait_ready(self, timeout: float = 120) -> float:
+    def wait_ready(self, timeout: float = 120, interval: float = 0.5) -> float:
         """Wait until the Node is Ready (raising with the kubelet's log if it dies); seconds since start."""
         deadline = time.monotonic() + timeout
         while not self.is_ready():
@@ -467,8 +475,9 @@ imports = []
             if time.monotonic() > deadline:
                 raise TimeoutError(f"node {self.name} not Ready after {timeout:.0f}s; kubelet log:\n"
                                    f"{self.kubelet.log_tail()}")
-            time.sleep(0.5)
+            time.sleep(interval)
         self.ready_after = time.monotonic() - self.started_at
+        self.timings["kubelet_to_ready"] = time.monotonic() - self._kubelet_started_at
         return self.ready_after
 
     def wait_not_ready(self, timeout: float = 120) -> None:
@@ -586,6 +595,59 @@ def _remove_container_cgroups(ids: Sequence[str]) -> None:
             path.rmdir()
 
 
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (field 22 of /proc/<pid>/stat): a pid plus this names one process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _owner_alive(folder: Path) -> bool:
+    try:
+        owner = json.loads((folder / "owner.json").read_text())
+    except (OSError, ValueError):
+        return True  # not ours, or still being written: leave it alone
+    return bool(_start_time(int(owner["pid"])) == owner["start"])
+
+
+def _sweep_folder(folder: Path) -> None:
+    """Remove what a dead run left: its processes, containers, cgroups and mounts (then the folder)."""
+    ids: list[str] = []
+    for tasks in folder.glob(f"*/containerd/state/{_TASK_DIR}/{_K8S_NS}"):
+        for task in tasks.iterdir():
+            ids.append(task.name)
+            with contextlib.suppress(OSError, ValueError):
+                _kill(int((task / "init.pid").read_text().strip()))
+    for pid in processes_mentioning(str(folder)):
+        _kill(pid)
+    _remove_container_cgroups(ids)
+    for target in mounts_under(folder):
+        subprocess.run(["umount", "--lazy", target], capture_output=True)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def sweep_stale_runs() -> list[str]:
+    """Clean up after runs whose owner died (a ``kill -9`` of the test runner); returns their names.
+
+    kubelet and containerd die with the runner (parent-death signal), but the
+    shims and containers were started by containerd and survive it. Each run
+    records its owner (pid and start time) in ``<folder>/owner.json``; a run whose
+    owner is gone is swept: processes, containers, cgroups, mounts, the network
+    namespace. Runs of live owners are never touched.
+    """
+    swept = []
+    for name in list_kaito_netns():
+        folder = Path(tempfile.gettempdir()) / name
+        if not (folder / "owner.json").exists() or _owner_alive(folder):
+            continue
+        _sweep_folder(folder)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        swept.append(name)
+    return swept
+
+
 class RealNodes:
     """Start real nodes against a control plane; :meth:`stop` removes everything they made."""
 
@@ -627,7 +689,10 @@ class RealNodes:
                 raise FileNotFoundError(f"real nodes need {tool} on PATH")
         if shutil.which("runc") is None:
             raise FileNotFoundError("real nodes need runc on PATH (Debian: apt-get install runc)")
+        sweep_stale_runs()
         self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "owner.json").write_text(
+            json.dumps({"pid": os.getpid(), "start": _start_time(os.getpid()), "netns": self.netns.name}))
         self.netns.create()
         self._started = True
         self.proxy_port = self.netns.proxy_to_host(self.cluster.server_port).port

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +23,7 @@ from kaito_core.testing.realnode import (
     cgroup_dirs,
     mounts_under,
     processes_mentioning,
+    sweep_stale_runs,
 )
 
 # the node and image the real_nodes fixture (conftest.py) starts and loads
@@ -71,6 +74,7 @@ def test_the_gpu_node_is_ready_with_its_labels_taint_and_gpu(real_nodes: RealNod
     assert node["status"]["nodeInfo"]["containerRuntimeVersion"] == "containerd://2.2.1"
     ready = real_nodes[GPU_NODE].ready_after
     rss = real_nodes[GPU_NODE].rss_bytes()
+    print(f"\n[realnode] timings {real_nodes[GPU_NODE].timings}")
     print(f"\n[realnode] Ready {ready:.1f}s after start; RSS kubelet {rss['kubelet'] / 2**20:.0f} MiB, "
           f"containerd {rss['containerd'] / 2**20:.0f} MiB")
 
@@ -137,7 +141,7 @@ def test_kill_9_of_the_kubelet_makes_the_node_not_ready_and_a_restart_ready(real
     not_ready_after = time.monotonic() - began
     node.start_kubelet()
     began = time.monotonic()
-    node.wait_ready(timeout=120)
+    node.wait_ready(timeout=120, interval=0.1)
     print(f"\n[realnode] NotReady {not_ready_after:.0f}s after kill -9; Ready {time.monotonic() - began:.1f}s "
           "after restart")
     node.apply_node_status()  # a restarted kubelet may zero extended resources
@@ -177,3 +181,56 @@ def test_stop_leaves_no_process_mount_netns_link_or_cgroup(kube_cluster: Cluster
     assert [path for cid in ids for path in cgroup_dirs(f"/k8s.io/{cid}")] == []
     for cid in ids:  # not even a process of a container survives (their cgroups are gone)
         assert processes_mentioning(cid) == []
+
+
+_ORPHAN_SCRIPT = """
+import json, sys, time
+from pathlib import Path
+from kaito_core.testing.process import wait_until
+from kaito_core.testing.realnode import RealNodes
+nodes = RealNodes(Path(sys.argv[1]))
+nodes.load_image(sys.argv[2])
+(node,) = nodes.start(["real-orphan"])
+pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "orphan"},
+       "spec": {"nodeName": "real-orphan", "terminationGracePeriodSeconds": 1, "containers": [
+           {"name": "main", "image": sys.argv[2], "imagePullPolicy": "Never", "command": ["sleep", "3600"]}]}}
+import subprocess
+subprocess.run([str(nodes.kubectl_binary), f"--kubeconfig={sys.argv[1]}", "apply", "-n", "default", "-f", "-"],
+               input=json.dumps(pod), text=True, check=True, capture_output=True)
+wait_until(lambda: len(node.container_ids()) >= 2, 120, "the orphan pod's containers")
+print(json.dumps({"folder": str(nodes.workdir), "netns": nodes.netns.name, "ids": node.container_ids()}), flush=True)
+time.sleep(3600)
+"""
+
+
+def test_a_killed_runner_leaves_orphans_that_the_next_run_sweeps(kube_cluster: Cluster) -> None:
+    """kill -9 of the process that owns the nodes: its shims and containers outlive it; sweep_stale_runs removes all."""
+    child = subprocess.Popen([sys.executable, "-c", _ORPHAN_SCRIPT, str(kube_cluster.kubeconfig), TEST_IMAGE],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        assert line, child.stderr.read() if child.stderr else "no output"
+        run = json.loads(line)
+    finally:
+        child.kill()
+        child.wait()
+    folder = Path(run["folder"])
+    wait_until(lambda: not [p for p in processes_mentioning(str(folder)) if "kubelet" in _cmdline(p)], 10,
+               "the kubelet to die with its parent")
+    assert processes_mentioning(str(folder)), "the shims outlive the runner (that is why the sweep exists)"
+    assert run["netns"] in sweep_stale_runs()
+    assert processes_mentioning(str(folder)) == []
+    assert mounts_under(folder) == []
+    assert run["netns"] not in list_kaito_netns()
+    assert [path for cid in run["ids"] for path in cgroup_dirs(f"/k8s.io/{cid}")] == []
+    assert not folder.exists()
+    kube_cluster.kubectl("delete", "node", "real-orphan", "--wait=false", check=False)
+    kube_cluster.kubectl("delete", "pod", "orphan", "-n", "default", "--force", "--grace-period=0", check=False)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
