@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import os
 import re
@@ -38,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kaito_core.testing.build import _build_lock
 from kaito_core.testing.podman import containers_env
 
 __all__ = [
@@ -382,17 +382,6 @@ def _ca_bundle() -> Path:
     return Path(certifi.where())
 
 
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".build.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 # --- builds -----------------------------------------------------------------------------------------------------
 
 
@@ -546,7 +535,7 @@ def ensure_images(
     check_tools(("podman", "buildah", "runc"))
     refs: dict[str, ImageRef] = {}
     folder = cache_dir()
-    with _locked(folder):
+    with _build_lock(folder):
         tags = local_tags()
         for name in names:
             spec = IMAGES[name]

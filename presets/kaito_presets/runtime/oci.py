@@ -378,6 +378,12 @@ def _wait_for(path: Path, timeout: float, poll: float = 5.0, fail_marker: Path |
         time.sleep(poll)
 
 
+def add_registry_arguments(parser: argparse.ArgumentParser) -> None:
+    """The registry options every pull and push command of the runtimes takes."""
+    parser.add_argument("--docker-config", help="path to a mounted .dockerconfigjson (file or directory)")
+    parser.add_argument("--insecure", action="store_true", default=None, help="plain HTTP to the registry")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line; the Workspace reconciler's pod specs are tested against it."""
     parser = argparse.ArgumentParser(prog="python -m kaito_presets.runtime.oci", description=__doc__.split("\n")[0])
@@ -394,8 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_pull.add_argument("--image", required=True)
     p_pull.add_argument("--dest", required=True)
     for p in (p_push, p_pull):
-        p.add_argument("--docker-config", help="path to a mounted .dockerconfigjson (file or directory)")
-        p.add_argument("--insecure", action="store_true", default=None, help="plain HTTP to the registry")
+        add_registry_arguments(p)
     return parser
 
 

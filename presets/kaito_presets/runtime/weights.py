@@ -55,6 +55,7 @@ from .oci import (
     ImageRef,
     OCIError,
     _is_insecure,
+    add_registry_arguments,
     credentials_for,
     load_docker_config,
     parse_image,
@@ -546,6 +547,14 @@ def _pull_oci_once(ref: ImageRef, dest: Path, docker_config: dict[str, Any], ins
     return digest
 
 
+def _reference(image: str, docker_config: str | os.PathLike[str] | None) -> tuple[ImageRef, dict[str, Any]]:
+    """The artifact reference and the registry login for it, or a :class:`WeightsError` naming the artifact."""
+    try:
+        return parse_image(image), load_docker_config(docker_config)
+    except OCIError as exc:
+        raise WeightsError(f"weights artifact {image}: {exc}") from exc
+
+
 def pull_oci(
     image: str,
     dest: str | os.PathLike[str],
@@ -556,11 +565,7 @@ def pull_oci(
     backoff: float = 2.0,
 ) -> str:
     """Pull the ModelPack artifact ``image`` into ``dest``; return its manifest digest."""
-    try:
-        ref = parse_image(image)
-        creds = load_docker_config(docker_config)
-    except OCIError as exc:
-        raise WeightsError(f"weights artifact {image}: {exc}") from exc
+    ref, creds = _reference(image, docker_config)
     out = Path(dest)
     source = str(ref)
     if _prepare(out, source):
@@ -800,11 +805,7 @@ def push_oci(
     """Publish the model directory ``src`` as the ModelPack raw artifact ``image``; return the digest."""
     import io
 
-    try:
-        ref = parse_image(image)
-        creds = load_docker_config(docker_config)
-    except OCIError as exc:
-        raise WeightsError(f"weights artifact {image}: {exc}") from exc
+    ref, creds = _reference(image, docker_config)
     src_dir = Path(src)
     if not src_dir.is_dir():
         raise WeightsError(f"{src_dir} is not a directory: nothing to publish as {ref}")
@@ -886,8 +887,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_push.add_argument("--src", required=True)
     p_push.add_argument("--image", required=True)
     for p in (p_pull, p_push):
-        p.add_argument("--docker-config", help="path to a mounted .dockerconfigjson (file or directory)")
-        p.add_argument("--insecure", action="store_true", default=None, help="plain HTTP to the registry")
+        add_registry_arguments(p)
     return parser
 
 
