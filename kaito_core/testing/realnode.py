@@ -46,6 +46,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -378,17 +379,26 @@ imports = []
         (self.root / "kubelet.yaml").write_text(yaml.safe_dump(config))
 
     def start(self) -> None:
-        """Start containerd, import the sandbox image, start the kubelet (returns before Ready)."""
+        """Start containerd, import the sandbox image and the loaded ones, start the kubelet (not yet Ready)."""
+        self.start_runtime()
+        self.import_images()
+        self.start_kubelet()
+
+    def start_runtime(self) -> None:
+        # Processes are spawned from the calling thread: their parent-death signal fires when
+        # *that thread* ends, so call this (and start_kubelet) from a thread that lives on.
         self.started_at = time.monotonic()
         self._write_configs()
         self.start_containerd()
         self.timings["containerd"] = time.monotonic() - self.started_at
+
+    def import_images(self) -> None:
+        """The sandbox image and every image loaded so far (safe to run on a worker thread)."""
         began = time.monotonic()
         self._owner.import_into(self, _pause_archive(cache_root() / "images" / "realnode"))
         for archive in self._owner.loaded_archives():
             self._owner.import_into(self, archive)
         self.timings["images"] = time.monotonic() - began
-        self.start_kubelet()
 
     def start_containerd(self) -> None:
         bins = self._owner.binaries
@@ -748,8 +758,16 @@ class RealNodes:
                 node = RealNode(spec, index, self)
                 self.netns.add_address(node.ip)
                 self.nodes[spec.name] = node
-                node.start()
                 started.append(node)
+            for node in started:
+                node.start_runtime()
+            # image imports dominate a start: the nodes do them side by side (no process
+            # outlives a worker thread: see start_runtime)
+            with ThreadPoolExecutor(max_workers=min(4, len(started) or 1)) as pool:
+                for future in [pool.submit(node.import_images) for node in started]:
+                    future.result()
+            for node in started:
+                node.start_kubelet()
             for node in started:
                 node.wait_ready(timeout)
                 node.apply_node_status()

@@ -234,3 +234,48 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return ""
+
+
+def _newest_local(repository: str) -> str:
+    out = subprocess.run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}}", "--sort", "created",
+                          "--filter", f"reference={repository}"], capture_output=True, text=True).stdout.split()
+    tagged = [ref for ref in out if not ref.endswith(":<none>")]
+    assert tagged, f"podman has no {repository} image (build it: python -m kaito_core.testing.images)"
+    return tagged[0]
+
+
+def test_two_nodes_an_http_probe_and_pod_to_pod_traffic_across_them(kube_cluster: Cluster, namespace: str) -> None:
+    base = _newest_local("localhost/kaito-base")
+    with RealNodes(kube_cluster.kubeconfig) as nodes:
+        nodes.load_image(base)
+        nodes.load_image(TEST_IMAGE)
+        began = time.monotonic()
+        a, b = nodes.start([NodeSpec("real-two-a", labels={"kaito.sh/test": "two"}),
+                            NodeSpec("real-two-b", labels={"kaito.sh/test": "two"})])
+        both_ready = time.monotonic() - began
+        server = pod_manifest("web", a.name, {
+            "name": "main", "image": base,
+            "command": ["sh", "-c", "mkdir -p /srv && echo served-by-$(hostname) > /srv/hello && "
+                        "exec python3 -m http.server 8080 -d /srv"],
+            "readinessProbe": {"httpGet": {"path": "/hello", "port": 8080}, "periodSeconds": 1},
+        }, restart="Always")
+        kube_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(server))
+
+        def web() -> dict[str, Any]:
+            return dict(kubectl_json(kube_cluster, "get", "pod", "web", "-n", namespace)["status"])
+
+        wait_until(lambda: any(c["type"] == "Ready" and c["status"] == "True" for c in web().get("conditions", [])),
+                   120, "the web pod Ready by its http probe", interval=0.5)
+        ip = web()["podIP"]
+        assert ip.startswith(f"10.232.{a.index}.")
+        client = pod_manifest("client", b.name, {
+            "name": "main", "command": ["curl", "-sf", "--max-time", "10", f"http://{ip}:8080/hello"]})
+        kube_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(client))
+
+        def phase() -> str:
+            return str(kubectl_json(kube_cluster, "get", "pod", "client", "-n", namespace)["status"].get("phase"))
+
+        wait_until(lambda: phase() in ("Succeeded", "Failed"), 120, "the client pod to finish", interval=0.5)
+        assert phase() == "Succeeded", b.pod_log(namespace, "client", "main")
+        assert b.pod_log(namespace, "client", "main") == "served-by-web\n"
+        print(f"\n[realnode] two nodes Ready {both_ready:.1f}s after start")
