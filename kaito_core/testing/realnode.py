@@ -661,7 +661,7 @@ def sweep_stale_runs() -> list[str]:
 class RealNodes:
     """Start real nodes against a control plane; :meth:`stop` removes everything they made."""
 
-    def __init__(self, kubeconfig: Path, workdir: Path | None = None):
+    def __init__(self, kubeconfig: Path, workdir: Path | None = None, *, kube_proxy: bool = True):
         if os.geteuid() != 0:
             raise PermissionError("real nodes need root (network namespaces, mounts, cgroups)")
         self.cluster = _read_kubeconfig(kubeconfig)
@@ -677,6 +677,9 @@ class RealNodes:
         self.proxy_port = 0
         self._archives: dict[str, Path] = {}
         self._started = False
+        self.kube_proxy = kube_proxy
+        """Run one kube-proxy (iptables mode, inside the namespace) so pods reach Services' ClusterIPs."""
+        self._kube_proxy: ManagedProcess | None = None
         self.timings: dict[str, float] = {}
 
     def kubectl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -771,6 +774,8 @@ class RealNodes:
             for node in started:
                 node.wait_ready(timeout)
                 node.apply_node_status()
+            if self.kube_proxy and self._kube_proxy is None:
+                self._start_kube_proxy(started[0])
         except BaseException:
             for node in started:
                 with contextlib.suppress(Exception):
@@ -780,11 +785,55 @@ class RealNodes:
             raise
         return started
 
+    def _start_kube_proxy(self, node: RealNode) -> None:
+        """One kube-proxy for the whole namespace: every node shares its iptables, so one writes the rules.
+
+        ``masqueradeAll``: without br_netfilter a reply between two pods on one bridge
+        would skip the DNAT's reverse translation; SNAT to the gateway routes it back.
+        """
+        folder = self.workdir / "kube-proxy"
+        folder.mkdir(parents=True, exist_ok=True)
+        config = {
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+            "kind": "KubeProxyConfiguration",
+            "clientConnection": {"kubeconfig": str(node.root / "kubelet.kubeconfig")},
+            "hostnameOverride": node.name,
+            "mode": "iptables",
+            "bindAddress": node.ip,
+            "healthzBindAddress": f"{node.ip}:10256",
+            "metricsBindAddress": f"{node.ip}:10249",
+            "clusterCIDR": f"{POD_NET}.0.0/16",
+            "iptables": {"masqueradeAll": True, "minSyncPeriod": "0s", "syncPeriod": "30s"},
+            "conntrack": {"maxPerCore": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
+        }
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+        proc = ManagedProcess(
+            "kube-proxy",
+            [*self.netns.exec_prefix(), str(self.binaries["kube-proxy"]), f"--config={folder / 'config.yaml'}",
+             "--v=1"],
+            folder,
+        )
+        proc.start()
+        self._kube_proxy = proc
+
+        def healthy() -> bool:
+            proc.check_alive()
+            probe = subprocess.run(
+                [*self.netns.exec_prefix(), "python3", "-c",
+                 f"import urllib.request;urllib.request.urlopen('http://{node.ip}:10256/healthz',timeout=2)"],
+                capture_output=True)
+            return probe.returncode == 0
+
+        wait_until(healthy, 60, "kube-proxy /healthz", interval=0.5)
+
     def __getitem__(self, name: str) -> RealNode:
         return self.nodes[name]
 
     def stop(self, *, delete_nodes: bool = True) -> None:
         """Stop every node, delete its Node object, remove the namespace and the run's folder."""
+        if self._kube_proxy is not None:
+            self._kube_proxy.stop()
+            self._kube_proxy = None
         for node in self.nodes.values():
             node.stop()
         if delete_nodes and self.kubectl_binary is not None:

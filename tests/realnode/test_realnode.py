@@ -167,6 +167,11 @@ def test_stop_leaves_no_process_mount_netns_link_or_cgroup(kube_cluster: Cluster
         netns = nodes.netns.name
         assert netns in list_kaito_netns()
         assert f"kbr{node.index}" in nodes.netns.links()
+        # kube-proxy's rules live in the run's namespace only; the host's iptables are untouched
+        inside = subprocess.run([*nodes.netns.exec_prefix(), "iptables-save", "-t", "nat"],
+                                capture_output=True, text=True)
+        assert "KUBE-SERVICES" in inside.stdout, inside.stderr
+        assert subprocess.run(["iptables", "-t", "nat", "-S", "KUBE-SERVICES"], capture_output=True).returncode != 0
     finally:
         nodes.stop()
         kube_cluster.kubectl("delete", "pod", "sleeper", "-n", "default", "--force", "--grace-period=0",
@@ -244,7 +249,7 @@ def _newest_local(repository: str) -> str:
     return tagged[0]
 
 
-def test_two_nodes_an_http_probe_and_pod_to_pod_traffic_across_them(kube_cluster: Cluster, namespace: str) -> None:
+def test_two_nodes_an_http_probe_pod_and_service_traffic_across_them(kube_cluster: Cluster, namespace: str) -> None:
     base = _newest_local("localhost/kaito-base")
     with RealNodes(kube_cluster.kubeconfig) as nodes:
         nodes.load_image(base)
@@ -259,6 +264,7 @@ def test_two_nodes_an_http_probe_and_pod_to_pod_traffic_across_them(kube_cluster
                         "exec python3 -m http.server 8080 -d /srv"],
             "readinessProbe": {"httpGet": {"path": "/hello", "port": 8080}, "periodSeconds": 1},
         }, restart="Always")
+        server["metadata"]["labels"] = {"app": "web"}
         kube_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(server))
 
         def web() -> dict[str, Any]:
@@ -268,14 +274,24 @@ def test_two_nodes_an_http_probe_and_pod_to_pod_traffic_across_them(kube_cluster
                    120, "the web pod Ready by its http probe", interval=0.5)
         ip = web()["podIP"]
         assert ip.startswith(f"10.232.{a.index}.")
-        client = pod_manifest("client", b.name, {
-            "name": "main", "command": ["curl", "-sf", "--max-time", "10", f"http://{ip}:8080/hello"]})
-        kube_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(client))
+        service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                   "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}
+        kube_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(service))
+        cluster_ip = kubectl_json(kube_cluster, "get", "service", "web", "-n", namespace)["spec"]["clusterIP"]
+        # from the other node: the pod IP, then the Service (kube-proxy's DNAT); from the same node: the Service
+        fetch = ("curl -sf --max-time 5 --retry 20 --retry-delay 1 --retry-all-errors http://{}/hello")
+        for name, node, script in (
+            ("client-b", b, f"{fetch.format(ip + ':8080')} && {fetch.format(cluster_ip)}"),
+            ("client-a", a, fetch.format(cluster_ip)),
+        ):
+            client = pod_manifest(name, node.name, {"name": "main", "command": ["sh", "-c", script]})
+            kube_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(client))
 
-        def phase() -> str:
-            return str(kubectl_json(kube_cluster, "get", "pod", "client", "-n", namespace)["status"].get("phase"))
+        def phase(name: str) -> str:
+            return str(kubectl_json(kube_cluster, "get", "pod", name, "-n", namespace)["status"].get("phase"))
 
-        wait_until(lambda: phase() in ("Succeeded", "Failed"), 120, "the client pod to finish", interval=0.5)
-        assert phase() == "Succeeded", b.pod_log(namespace, "client", "main")
-        assert b.pod_log(namespace, "client", "main") == "served-by-web\n"
+        for name, node, lines in (("client-b", b, 2), ("client-a", a, 1)):
+            wait_until(lambda n=name: phase(n) in ("Succeeded", "Failed"), 120, f"{name} to finish", interval=0.5)
+            assert phase(name) == "Succeeded", node.pod_log(namespace, name, "main")
+            assert node.pod_log(namespace, name, "main") == "served-by-web\n" * lines
         print(f"\n[realnode] two nodes Ready {both_ready:.1f}s after start")
