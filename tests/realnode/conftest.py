@@ -7,6 +7,7 @@ missing image fails the test with the reason.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -15,22 +16,38 @@ from kaito_core.testing.clusters import Cluster
 from kaito_core.testing.nodes import GPU_RESOURCE, GPU_TAINT
 from kaito_core.testing.realnode import NodeSpec, RealNodes
 
-TEST_IMAGE = os.environ.get("KAITO_REALNODE_IMAGE", "localhost/kaito-curl:0.1.0")
 GPU_NODE = "real-gpu-a"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/realnode/" in str(item.path):
-            item.add_marker(pytest.mark.realnode)
+def newest_local_image(repository: str) -> str:
+    """The newest tagged podman image of ``repository`` (images.py tags them by version and hash)."""
+    out = subprocess.run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}}", "--sort", "created",
+                          "--filter", f"reference={repository}"], capture_output=True, text=True)
+    tagged = [ref for ref in out.stdout.split() if not ref.endswith(":<none>")]
+    if not tagged:
+        pytest.fail(f"podman has no {repository} image ({out.stderr.strip() or 'none listed'}); build it with "
+                    "python -m kaito_core.testing.images")
+    return tagged[0]
+
+
+@pytest.fixture(scope="session")
+def curl_image() -> str:
+    """The image the test pods run (``KAITO_REALNODE_IMAGE`` overrides): curl and sh."""
+    return os.environ.get("KAITO_REALNODE_IMAGE") or newest_local_image("localhost/kaito-curl")
+
+
+@pytest.fixture(scope="session")
+def base_image() -> str:
+    """The project's Debian base (python3, sh): the http server pods."""
+    return newest_local_image("localhost/kaito-base")
 
 
 @pytest.fixture(scope="module")
-def real_nodes(kube_cluster: Cluster) -> Iterator[RealNodes]:
+def real_nodes(kube_cluster: Cluster, curl_image: str) -> Iterator[RealNodes]:
     """One real GPU-labelled node (tainted like Kaito's GPU nodes, ``nvidia.com/gpu: 1``)."""
     nodes = RealNodes(kube_cluster.kubeconfig)
     try:
-        nodes.load_image(TEST_IMAGE)
+        nodes.load_image(curl_image)
         nodes.start([
             NodeSpec(
                 GPU_NODE,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -26,9 +25,7 @@ from kaito_core.testing.realnode import (
     sweep_stale_runs,
 )
 
-# the node and image the real_nodes fixture (conftest.py) starts and loads
-GPU_NODE = "real-gpu-a"
-TEST_IMAGE = os.environ.get("KAITO_REALNODE_IMAGE", "localhost/kaito-curl:0.1.0")
+GPU_NODE = "real-gpu-a"  # the node the real_nodes fixture (conftest.py) starts
 
 pytestmark = pytest.mark.realnode
 
@@ -36,7 +33,7 @@ GPU_TOLERATION = {"key": GPU_TAINT["key"], "operator": "Equal", "value": GPU_TAI
                   "effect": GPU_TAINT["effect"]}
 
 
-def pod_manifest(name: str, node: str, container: dict[str, Any], restart: str = "Never") -> dict[str, Any]:
+def pod_manifest(name: str, node: str, image: str, container: dict[str, Any], restart: str = "Never") -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -47,7 +44,7 @@ def pod_manifest(name: str, node: str, container: dict[str, Any], restart: str =
             "restartPolicy": restart,
             "automountServiceAccountToken": False,
             "terminationGracePeriodSeconds": 1,
-            "containers": [{"image": TEST_IMAGE, "imagePullPolicy": "Never", **container}],
+            "containers": [{"image": image, "imagePullPolicy": "Never", **container}],
         },
     }
 
@@ -80,9 +77,9 @@ def test_the_gpu_node_is_ready_with_its_labels_taint_and_gpu(real_nodes: RealNod
 
 
 def test_a_pod_runs_to_completion_and_its_log_is_readable(
-    real_nodes: RealNodes, kube_cluster: Cluster, namespace: str
+    real_nodes: RealNodes, kube_cluster: Cluster, namespace: str, curl_image: str
 ) -> None:
-    manifest = pod_manifest("writer", GPU_NODE, {
+    manifest = pod_manifest("writer", GPU_NODE, curl_image, {
         "name": "main",
         "command": ["sh", "-c", "echo hello from $(hostname); echo done > /tmp/out; cat /tmp/out"],
         "resources": {"limits": {GPU_RESOURCE: "1"}},
@@ -106,9 +103,9 @@ def test_a_pod_runs_to_completion_and_its_log_is_readable(
 
 
 def test_a_long_running_pod_gets_ready_by_an_exec_probe(
-    real_nodes: RealNodes, kube_cluster: Cluster, namespace: str
+    real_nodes: RealNodes, kube_cluster: Cluster, namespace: str, curl_image: str
 ) -> None:
-    manifest = pod_manifest("server", GPU_NODE, {
+    manifest = pod_manifest("server", GPU_NODE, curl_image, {
         "name": "main",
         "command": ["sh", "-c", "sleep 2; touch /tmp/ready; exec sleep 3600"],
         "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}, "periodSeconds": 1,
@@ -144,19 +141,21 @@ def test_kill_9_of_the_kubelet_makes_the_node_not_ready_and_a_restart_ready(real
     node.wait_ready(timeout=120, interval=0.1)
     print(f"\n[realnode] NotReady {not_ready_after:.0f}s after kill -9; Ready {time.monotonic() - began:.1f}s "
           "after restart")
+    kept = node.node_object()["status"]["capacity"].get(GPU_RESOURCE)  # type: ignore[index]
+    print(f"[realnode] nvidia.com/gpu after the restart, before re-applying: {kept}")
     node.apply_node_status()  # a restarted kubelet may zero extended resources
     assert node.node_object()["status"]["capacity"][GPU_RESOURCE] == "1"  # type: ignore[index]
 
 
-def test_stop_leaves_no_process_mount_netns_link_or_cgroup(kube_cluster: Cluster) -> None:
+def test_stop_leaves_no_process_mount_netns_link_or_cgroup(kube_cluster: Cluster, curl_image: str) -> None:
     host_links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     before_links = {line.split(":")[1].strip() for line in host_links.splitlines()}
     nodes = RealNodes(kube_cluster.kubeconfig)
     folder = nodes.workdir
     try:
-        nodes.load_image(TEST_IMAGE)
+        nodes.load_image(curl_image)
         (node,) = nodes.start([NodeSpec("real-cleanup", labels={"kaito.sh/test": "cleanup"})])
-        manifest = pod_manifest("sleeper", "real-cleanup", {"name": "main", "command": ["sleep", "3600"]})
+        manifest = pod_manifest("sleeper", "real-cleanup", curl_image, {"name": "main", "command": ["sleep", "3600"]})
         kube_cluster.kubectl("apply", "-n", "default", "-f", "-", input=json.dumps(manifest))
         wait_until(lambda: kubectl_json(kube_cluster, "get", "pod", "sleeper", "-n", "default")["status"]
                    .get("phase") == "Running", 120, "sleeper Running", interval=0.5)
@@ -208,9 +207,9 @@ time.sleep(3600)
 """
 
 
-def test_a_killed_runner_leaves_orphans_that_the_next_run_sweeps(kube_cluster: Cluster) -> None:
+def test_a_killed_runner_leaves_orphans_that_the_next_run_sweeps(kube_cluster: Cluster, curl_image: str) -> None:
     """kill -9 of the process that owns the nodes: its shims and containers outlive it; sweep_stale_runs removes all."""
-    child = subprocess.Popen([sys.executable, "-c", _ORPHAN_SCRIPT, str(kube_cluster.kubeconfig), TEST_IMAGE],
+    child = subprocess.Popen([sys.executable, "-c", _ORPHAN_SCRIPT, str(kube_cluster.kubeconfig), curl_image],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None
@@ -241,25 +240,19 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _newest_local(repository: str) -> str:
-    out = subprocess.run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}}", "--sort", "created",
-                          "--filter", f"reference={repository}"], capture_output=True, text=True).stdout.split()
-    tagged = [ref for ref in out if not ref.endswith(":<none>")]
-    assert tagged, f"podman has no {repository} image (build it: python -m kaito_core.testing.images)"
-    return tagged[0]
-
-
-def test_two_nodes_an_http_probe_pod_and_service_traffic_across_them(kube_cluster: Cluster, namespace: str) -> None:
-    base = _newest_local("localhost/kaito-base")
+def test_two_nodes_an_http_probe_pod_and_service_traffic_across_them(
+    kube_cluster: Cluster, namespace: str, curl_image: str, base_image: str
+) -> None:
+    base = base_image
     with RealNodes(kube_cluster.kubeconfig) as nodes:
         nodes.load_image(base)
-        nodes.load_image(TEST_IMAGE)
+        nodes.load_image(curl_image)
         began = time.monotonic()
         a, b = nodes.start([NodeSpec("real-two-a", labels={"kaito.sh/test": "two"}),
                             NodeSpec("real-two-b", labels={"kaito.sh/test": "two"})])
         both_ready = time.monotonic() - began
-        server = pod_manifest("web", a.name, {
-            "name": "main", "image": base,
+        server = pod_manifest("web", a.name, base, {
+            "name": "main",
             "command": ["sh", "-c", "mkdir -p /srv && echo served-by-$(hostname) > /srv/hello && "
                         "exec python3 -m http.server 8080 -d /srv"],
             "readinessProbe": {"httpGet": {"path": "/hello", "port": 8080}, "periodSeconds": 1},
@@ -284,7 +277,7 @@ def test_two_nodes_an_http_probe_pod_and_service_traffic_across_them(kube_cluste
             ("client-b", b, f"{fetch.format(ip + ':8080')} && {fetch.format(cluster_ip)}"),
             ("client-a", a, fetch.format(cluster_ip)),
         ):
-            client = pod_manifest(name, node.name, {"name": "main", "command": ["sh", "-c", script]})
+            client = pod_manifest(name, node.name, curl_image, {"name": "main", "command": ["sh", "-c", script]})
             kube_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(client))
 
         def phase(name: str) -> str:
