@@ -70,6 +70,7 @@ __all__ = [
     "RealNodes",
     "cgroup_dirs",
     "mounts_under",
+    "parse_cri_log",
     "pause_image_ref",
     "processes_mentioning",
     "sweep_stale_runs",
@@ -109,6 +110,18 @@ def processes_mentioning(text: str) -> list[int]:
         except OSError:
             continue
     return pids
+
+
+def parse_cri_log(raw: str) -> str:
+    """The text of a CRI container log: ``<time> <stream> <P|F> <message>`` lines, partial (P) ones joined."""
+    out: list[str] = []
+    for line in raw.splitlines():
+        parts = line.split(" ", 3)
+        if len(parts) < 3:
+            continue
+        message = parts[3] if len(parts) == 4 else ""
+        out.append(message if parts[2] == "P" else message + "\n")
+    return "".join(out)
 
 
 def _kill(pid: int) -> None:
@@ -512,13 +525,7 @@ imports = []
         folders = sorted(self.pod_logs_dir.glob(f"{namespace}_{pod}_*"))
         if not folders:
             raise FileNotFoundError(f"no logs for {namespace}/{pod} on {self.name}")
-        raw = (folders[-1] / container / f"{restart}.log").read_text()
-        # CRI format: "<time> <stream> <P|F> <message>"
-        lines = []
-        for line in raw.splitlines():
-            parts = line.split(" ", 3)
-            lines.append(parts[3] if len(parts) == 4 else "")
-        return "\n".join(lines) + ("\n" if lines else "")
+        return parse_cri_log((folders[-1] / container / f"{restart}.log").read_text())
 
     def rss_bytes(self) -> dict[str, int]:
         """Resident memory of the kubelet and containerd (from /proc/<pid>/status)."""
