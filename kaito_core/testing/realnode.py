@@ -27,8 +27,21 @@ log files the kubelet writes (the CRI log of each container), and probes work
 because the kubelet runs them itself.
 
 :meth:`RealNodes.stop` removes everything a run made: processes (kubelet,
-containerd, shims, containers), mounts under the run's folder, container
-cgroups, the network namespace with every link in it.
+containerd, shims, containers, kube-proxy), mounts under the run's folder,
+container cgroups (``/k8s.io/<id>``), the network namespace with every link and
+iptables rule in it. A run whose owner was ``kill -9``-ed is swept by the next
+one (:func:`sweep_stale_runs`).
+
+Use::
+
+    with RealNodes(cluster.kubeconfig) as nodes:          # root; the apiserver on 127.0.0.1
+        nodes.load_image("localhost/kaito-curl:0.1.0")    # podman -> every node's containerd
+        (gpu,) = nodes.start([NodeSpec("gpu-a", labels={"accelerator": "nvidia"},
+                                       taints=[{"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
+                                       extended_resources={"nvidia.com/gpu": "1"})])
+        ...                                               # pods with imagePullPolicy: Never
+        gpu.pod_log("ns", "pod", "container")
+        gpu.kill_kubelet(); gpu.wait_not_ready(); gpu.start_kubelet(); gpu.wait_ready()
 """
 
 from __future__ import annotations
@@ -684,6 +697,7 @@ class RealNodes:
         self.proxy_port = 0
         self._archives: dict[str, Path] = {}
         self._started = False
+        self._next_index = 0  # node n gets 10.231.0.<n> and 10.232.<n>.0/24, never reused in a run
         self.kube_proxy = kube_proxy
         """Run one kube-proxy (iptables mode, inside the namespace) so pods reach Services' ClusterIPs."""
         self._kube_proxy: ManagedProcess | None = None
@@ -762,7 +776,8 @@ class RealNodes:
                 spec = NodeSpec(item) if isinstance(item, str) else item
                 if spec.name in self.nodes:
                     raise ValueError(f"node {spec.name} exists already")
-                index = len(self.nodes) + 1
+                self._next_index += 1
+                index = self._next_index
                 if index > 250:
                     raise ValueError("at most 250 real nodes per run")
                 node = RealNode(spec, index, self)
@@ -800,15 +815,15 @@ class RealNodes:
         """
         folder = self.workdir / "kube-proxy"
         folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(node.root / "kubelet.kubeconfig", folder / "kubeconfig")  # outlives remove_node
         config = {
             "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
             "kind": "KubeProxyConfiguration",
-            "clientConnection": {"kubeconfig": str(node.root / "kubelet.kubeconfig")},
-            "hostnameOverride": node.name,
+            "clientConnection": {"kubeconfig": str(folder / "kubeconfig")},
+            "hostnameOverride": node.name,  # only local-traffic policies look at it
             "mode": "iptables",
-            "bindAddress": node.ip,
-            "healthzBindAddress": f"{node.ip}:10256",
-            "metricsBindAddress": f"{node.ip}:10249",
+            "healthzBindAddress": "127.0.0.1:10256",  # the namespace's loopback
+            "metricsBindAddress": "127.0.0.1:10249",
             "clusterCIDR": f"{POD_NET}.0.0/16",
             "iptables": {"masqueradeAll": True, "minSyncPeriod": "0s", "syncPeriod": "30s"},
             "conntrack": {"maxPerCore": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
@@ -827,11 +842,20 @@ class RealNodes:
             proc.check_alive()
             probe = subprocess.run(
                 [*self.netns.exec_prefix(), "python3", "-c",
-                 f"import urllib.request;urllib.request.urlopen('http://{node.ip}:10256/healthz',timeout=2)"],
+                 "import urllib.request;urllib.request.urlopen('http://127.0.0.1:10256/healthz',timeout=2)"],
                 capture_output=True)
             return probe.returncode == 0
 
         wait_until(healthy, 60, "kube-proxy /healthz", interval=0.5)
+
+    def remove_node(self, name: str) -> None:
+        """Stop one node (everything it runs), delete its Node object and give back its address."""
+        node = self.nodes.pop(name)
+        node.stop()
+        shutil.rmtree(node.root, ignore_errors=True)
+        self.kubectl("delete", "node", name, "--ignore-not-found", "--wait=false", check=False)
+        with contextlib.suppress(RuntimeError):
+            self.netns.ip("addr", "del", f"{node.ip}/32", "dev", self.netns.NODE_DEVICE)
 
     def __getitem__(self, name: str) -> RealNode:
         return self.nodes[name]

@@ -287,4 +287,11 @@ def test_two_nodes_an_http_probe_pod_and_service_traffic_across_them(
             wait_until(lambda n=name: phase(n) in ("Succeeded", "Failed"), 120, f"{name} to finish", interval=0.5)
             assert phase(name) == "Succeeded", node.pod_log(namespace, name, "main")
             assert node.pod_log(namespace, name, "main") == "served-by-web\n" * lines
+        # removing one node takes everything it ran; the other keeps serving
+        b_root = b.root
+        nodes.remove_node(b.name)
+        assert processes_mentioning(str(b_root)) == [] and mounts_under(b_root) == []
+        assert kube_cluster.kubectl("get", "node", b.name, check=False).returncode != 0 or \
+            kubectl_json(kube_cluster, "get", "node", b.name)["metadata"].get("deletionTimestamp")
+        assert a.is_ready()
         print(f"\n[realnode] two nodes Ready {both_ready:.1f}s after start")
