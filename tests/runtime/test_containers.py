@@ -152,17 +152,36 @@ def test_seed_inference_pod_pulls_its_weights_and_serves(
     pod.stop()
 
 
-def test_a_missing_weights_artifact_fails_the_init_container_naming_it(
-    podman: Podman, runtime_images: dict[str, ImageRef], registry: Registry, tmp_path: Path
+@pytest.mark.parametrize("problem", ["missing", "wrong layout"])
+def test_a_bad_weights_artifact_fails_the_init_container_and_the_workspace_says_why(
+    podman: Podman, runtime_images: dict[str, ImageRef], registry: Registry, tmp_path: Path, *, problem: str,
+    lora_adapter: Path,
 ) -> None:
-    settings = settings_for(registry, runtime_images).model_copy(update={"weights_registry": f"{registry.host}/none"})
+    from kaito_presets.runtime.oci import push_adapter
+
+    from kaito_core.controllers.workspace.status import inference_check
+
+    folder = "none" if problem == "missing" else "adapters"
+    artifact = f"{registry.host}/{folder}/kaito-phi-3-mini-4k-instruct:0.2.0"
+    if problem == "wrong layout":  # an adapter image where the weights artifact should be
+        push_adapter(lora_adapter, artifact, model_name="phi-3-mini-4k-instruct")
+    settings = settings_for(registry, runtime_images).model_copy(
+        update={"weights_registry": f"{registry.host}/{folder}"})
     pod = serving_pod(podman, seed("kaito_workspace_phi_3.yaml"), settings, tmp_path, runtime_images)
     with pytest.raises(InitContainerFailed) as failed:
         pod.run_init(timeout=120)
     result = failed.value.result
-    assert result.exit_code == 1
-    assert f"{registry.host}/none/kaito-phi-3-mini-4k-instruct:0.2.0" in result.message
-    assert "not found" in result.message
+    assert result.exit_code == 1 and artifact in result.message
+    expected = "not found" if problem == "missing" else "is not a model weights artifact"
+    assert expected in result.message
+    # The kubelet reports that message as the init container's last termination; the Workspace quotes it.
+    status = {"initContainerStatuses": [{"name": result.name, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                                         "lastState": {"terminated": {"reason": "Error", "exitCode": result.exit_code,
+                                                                      "message": result.message}}}]}
+    workload = {"kind": "Deployment", "metadata": {"generation": 1}, "spec": {"replicas": 1},
+                "status": {"observedGeneration": 1}}
+    check = inference_check(workload, [{"metadata": {"name": "workspace-phi-3-mini-0"}, "status": status}])
+    assert check.reason == "InferenceFailed" and artifact in check.message and expected in check.message
 
 
 def test_seed_tuning_job_trains_and_pushes_then_an_adapter_workspace_serves_it(
