@@ -28,6 +28,8 @@ PY = sys.executable  # the interpreter nox runs in: the dev venv's
 def tests(session: nox.Session) -> None:
     """Every test: unit, real control plane, e2e on kwok, CPU runtimes, our images under podman."""
     session.run(PY, "-m", "kaito_core.testing")
+    # The real nodes' kubelet, kube-proxy and containerd (tests/realnode), cached like the control plane.
+    session.run(PY, "-m", "kaito_core.testing", "node")
     # Our images, built from source (cached by content hash): a cold build must not count against a
     # test's timeout, so it happens here, before pytest.
     session.run(PY, "-m", "kaito_core.testing.images", "--no-archives")
