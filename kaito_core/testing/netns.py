@@ -96,15 +96,19 @@ def _in_netns(path: Path, make: Callable[[], socket.socket]) -> socket.socket:
 
 
 class LoopbackProxy:
-    """Listen on ``127.0.0.1:<port>`` inside a namespace; forward to ``127.0.0.1:<target>`` of the host."""
+    """Listen on ``127.0.0.1:<port>`` inside a namespace; forward to ``127.0.0.1:<target>`` of the host.
 
-    def __init__(self, netns_path: Path, target_port: int, listen_port: int = 0):
+    ``listen_address`` may be another address of the namespace (one on its ``knodes`` device), so
+    that pods, which have their own loopback, reach the host's port there too."""
+
+    def __init__(self, netns_path: Path, target_port: int, listen_port: int = 0, listen_address: str = "127.0.0.1"):
         self.target_port = target_port
+        self.listen_address = listen_address
 
         def make() -> socket.socket:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", listen_port))
+            sock.bind((listen_address, listen_port))
             sock.listen(128)
             return sock
 
@@ -214,9 +218,10 @@ class NetworkNamespace:
         out = self.ip("-o", "link", "show")
         return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line]
 
-    def proxy_to_host(self, host_port: int) -> LoopbackProxy:
-        """Make ``127.0.0.1:<port>`` inside the namespace reach ``127.0.0.1:<host_port>`` on the host."""
-        proxy = LoopbackProxy(self.path, host_port)
+    def proxy_to_host(self, host_port: int, *, listen_address: str = "127.0.0.1",
+                      listen_port: int = 0) -> LoopbackProxy:
+        """Make ``<listen_address>:<port>`` inside the namespace reach ``127.0.0.1:<host_port>`` on the host."""
+        proxy = LoopbackProxy(self.path, host_port, listen_port=listen_port, listen_address=listen_address)
         self._proxies.append(proxy)
         return proxy
 
