@@ -162,6 +162,10 @@ async def test_the_seed_workspace_serves_chat_from_a_real_node_and_leaves_nothin
             # never InferenceReady while no real pod was Ready
             assert all(pod_ready for _, ready, pod_ready in seen if ready), seen
             (pod,) = pods()
+            ws_obj = kubectl_json(kube_cluster, "get", "workspace", WS, "-n", NS)
+            ready_at = {c["type"]: c["lastTransitionTime"] for c in pod["status"]["conditions"]}["Ready"]
+            inference_at = {c["type"]: c["lastTransitionTime"] for c in ws_obj["status"]["conditions"]}
+            assert ready_at <= inference_at["InferenceReady"], (ready_at, inference_at)  # RFC 3339, one zone
             node_name = pod["spec"]["nodeName"]
             machines = kubectl_json(kube_cluster, "get", "machines.kaito.sh", "-l", f"kaito.sh/workspace={WS}")["items"]
             assert [m["metadata"]["name"] for m in machines] == [node_name]
