@@ -9,10 +9,8 @@ server really answers ``/health``; InferenceReady turns True only once that pod 
 pod then posts the seed's body to the Service's ClusterIP; deleting the Workspace leaves no Machine and
 no node.
 
-The weights puller speaks plain HTTP only to loopback registries (or those in
-``KAITO_INSECURE_REGISTRIES``), and pods have a loopback of their own: so the operator's runtime image
-name is an overlay of the built image whose config adds ``KAITO_INSECURE_REGISTRIES`` (an extra
-config and manifest imported after the image: seconds, no layer copied).
+The registry speaks plain HTTP at an address inside the namespace, so the operator is told so
+(``insecure_registries``), as a platform team with an in-cluster registry without TLS would.
 """
 
 from __future__ import annotations
@@ -38,7 +36,7 @@ from kaito_core.manager.operator import Operator
 from kaito_core.manager.settings import OperatorSettings, WebhookSettings
 from kaito_core.provisioning.realnode import RealNodeProvisioner, RealNodeSettings
 from kaito_core.testing.clusters import Cluster
-from kaito_core.testing.realnode import HOST_SERVICES_IP, RealNodes, overlay_image_archive
+from kaito_core.testing.realnode import HOST_SERVICES_IP, RealNodes
 from kaito_core.testing.waiting import eventually
 
 pytestmark = [pytest.mark.realnode, pytest.mark.timeout(2400)]
@@ -128,12 +126,10 @@ async def test_the_seed_workspace_serves_chat_from_a_real_node_and_leaves_nothin
         figures["runtime_archive_s"] = round(time.monotonic() - began, 1)
         await asyncio.to_thread(nodes.load_image, curl_image)
         runtime_tag = runtime_image.rsplit(":", 1)[1]
-        rendered = f"localhost/kaito-runtime:{runtime_tag}-realnode"  # what the operator renders, below
-        nodes.add_archive(rendered, overlay_image_archive(nodes.archive_of(runtime_image), rendered,
-                                                          {"KAITO_INSECURE_REGISTRIES": HOST_SERVICES_IP}))
         provisioner = RealNodeProvisioner(RealNodeSettings(start_timeout=900), nodes=nodes)
-        workspace = WorkspaceSettings(image_registry="localhost", image_tag=f"{runtime_tag}-realnode",
+        workspace = WorkspaceSettings(image_registry="localhost", image_tag=runtime_tag,
                                       weights_registry=f"{registry_inside}/kaito", default_runtime="transformers",
+                                      insecure_registries=[HOST_SERVICES_IP],
                                       requeue_seconds=5)
         async with operator_with(kube_cluster, provisioner, workspace):
             applied = time.monotonic()

@@ -94,6 +94,7 @@ def test_markers_and_paths_match_the_runtime() -> None:
     # The mirrors the operator maps are read under the same names by the tools in the pods.
     assert contract.REGISTRY_MIRRORS_ENV == oci.REGISTRY_MIRRORS_ENV
     assert contract.URL_MIRRORS_ENV == download.URL_MIRRORS_ENV
+    assert contract.INSECURE_REGISTRIES_ENV == oci.INSECURE_REGISTRIES_ENV
     pod = _pod("kaito_workspace_tuning_phi_3.yaml")
     push = next(c for c in pod["containers"] if "push" in [*c.get("command", []), *c.get("args", [])])
     argv = [*push.get("command", []), *push.get("args", [])]

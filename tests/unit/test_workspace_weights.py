@@ -90,13 +90,15 @@ def test_a_private_preset_pulls_its_weights_artifact_with_the_pull_secret() -> N
 
 
 def test_registry_mirrors_reach_every_pull_and_push_tool() -> None:
-    settings = WorkspaceSettings(registry_mirrors={"ACR_REPO_HERE.azurecr.io": "127.0.0.1:5000"})
+    settings = WorkspaceSettings(registry_mirrors={"ACR_REPO_HERE.azurecr.io": "127.0.0.1:5000"},
+                                 insecure_registries=["10.0.0.5:5000", "reg.local"])
     workspace = ws(inference={"preset": {"name": "phi-3-mini-128k-instruct"}, "adapters": [
         {"source": {"name": "a", "image": "ACR_REPO_HERE.azurecr.io/a:1"}}]})
     spec = pod_spec(workspace, settings)
     for init in spec["initContainers"]:
         assert {"name": "KAITO_REGISTRY_MIRRORS", "value": '{"ACR_REPO_HERE.azurecr.io": "127.0.0.1:5000"}'} \
             in init["env"], init["name"]
+        assert {"name": "KAITO_INSECURE_REGISTRIES", "value": "10.0.0.5:5000,reg.local"} in init["env"]
 
 
 def test_a_weights_cache_is_a_claim_per_workspace() -> None:

@@ -30,7 +30,7 @@ from kaito_core.controllers.workspace.context import BuildContext, gpu_toleratio
 from kaito_core.controllers.workspace.naming import config_map_name, headless_service_name
 from kaito_core.controllers.workspace.weights import (
     offline_env,
-    registry_mirrors_env,
+    registry_env,
     weights_init_containers,
     weights_mount,
     weights_volumes,
@@ -169,8 +169,8 @@ def preset_pod_spec(ctx: BuildContext, *, config_data: dict[str, Any] | None = N
     }
     adapters = adapter_init_containers(inference.adapters, ctx.runtime_image())
     for adapter in adapters:
-        if registry_mirrors_env(ctx):
-            adapter["env"] = registry_mirrors_env(ctx)
+        if registry_env(ctx):
+            adapter["env"] = registry_env(ctx)
     init = weights_init_containers(ctx) + adapters
     if init:
         spec["initContainers"] = init

@@ -59,6 +59,8 @@ MODEL_DIR: Final = "/workspace/weights"
 WEIGHTS_SECRET_DIR: Final = "/mnt/weights-pull-secret"
 #: JSON {registry host: host to use}: the runtimes' pull/push tools apply it to every reference.
 REGISTRY_MIRRORS_ENV: Final = "KAITO_REGISTRY_MIRRORS"
+#: Comma-separated registry hosts the pull/push tools speak plain HTTP to (an in-cluster registry).
+INSECURE_REGISTRIES_ENV: Final = "KAITO_INSECURE_REGISTRIES"
 ENV_HF_ENDPOINT: Final = "HF_ENDPOINT"
 #: JSON {host: mirror base URL}: the tuning input downloader fetches such URLs from the mirror.
 URL_MIRRORS_ENV: Final = "KAITO_URL_MIRRORS"

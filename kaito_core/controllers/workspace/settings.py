@@ -51,6 +51,9 @@ class WorkspaceSettings(BaseModel):
     weights_cache: WeightsCacheSettings | None = None
     """Keep downloaded weights in a PersistentVolumeClaim per Workspace instead of an ``emptyDir``,
     so a restarted or second replica does not download them again. None: ``emptyDir``."""
+    insecure_registries: list[str] = Field(default_factory=list)
+    """Registry hosts the runtimes' pull and push tools reach over plain HTTP (an in-cluster registry
+    without TLS); loopback registries always are."""
     url_mirrors: dict[str, str] = Field(default_factory=dict)
     """Host -> mirror base URL for the tuning input downloader, e.g. ``{"huggingface.co": "http://mirror:8080"}``:
     a URL on that host is fetched from the mirror (same path and query); the mirror may be private."""

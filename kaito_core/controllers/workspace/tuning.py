@@ -25,7 +25,7 @@ from kaito_core.controllers.workspace.context import BuildContext, gpu_toleratio
 from kaito_core.controllers.workspace.naming import config_map_name
 from kaito_core.controllers.workspace.weights import (
     offline_env,
-    registry_mirrors_env,
+    registry_env,
     weights_init_containers,
     weights_mount,
     weights_volumes,
@@ -114,7 +114,7 @@ def tuning_job(ctx: BuildContext) -> dict[str, Any]:
         containers.append({
             "name": "pusher", "image": ctx.runtime_image(), "imagePullPolicy": "IfNotPresent",
             "command": rt.push_command(dest.image, ctx.preset.name),
-            **({"env": registry_mirrors_env(ctx)} if registry_mirrors_env(ctx) else {}),
+            **({"env": registry_env(ctx)} if registry_env(ctx) else {}),
             "volumeMounts": [results_mount,
                              {"name": _PUSH_SECRET, "mountPath": rt.PUSH_SECRET_DIR, "readOnly": True}],
         })

@@ -28,7 +28,7 @@ __all__ = [
     "WEIGHTS_INIT_CONTAINER",
     "WEIGHTS_VOLUME",
     "offline_env",
-    "registry_mirrors_env",
+    "registry_env",
     "weights_cache_claim",
     "weights_cache_claim_name",
     "weights_init_containers",
@@ -98,11 +98,16 @@ def _pull_secret(ctx: BuildContext) -> str | None:
     return secrets[0]["name"] if secrets else None
 
 
-def registry_mirrors_env(ctx: BuildContext) -> list[dict[str, Any]]:
-    """``KAITO_REGISTRY_MIRRORS`` for the runtimes' pull and push tools, when the operator maps registries."""
-    if not ctx.settings.registry_mirrors:
-        return []
-    return [{"name": rt.REGISTRY_MIRRORS_ENV, "value": json.dumps(ctx.settings.registry_mirrors, sort_keys=True)}]
+def registry_env(ctx: BuildContext) -> list[dict[str, Any]]:
+    """What the runtimes' pull and push tools read of the operator's registry settings: the mirrors
+    (``KAITO_REGISTRY_MIRRORS``) and the plain-HTTP registries (``KAITO_INSECURE_REGISTRIES``)."""
+    env: list[dict[str, Any]] = []
+    if ctx.settings.registry_mirrors:
+        env.append({"name": rt.REGISTRY_MIRRORS_ENV,
+                    "value": json.dumps(ctx.settings.registry_mirrors, sort_keys=True)})
+    if ctx.settings.insecure_registries:
+        env.append({"name": rt.INSECURE_REGISTRIES_ENV, "value": ",".join(ctx.settings.insecure_registries)})
+    return env
 
 
 def offline_env() -> list[dict[str, Any]]:
@@ -115,7 +120,7 @@ def weights_init_containers(ctx: BuildContext) -> list[dict[str, Any]]:
     if source.kind == WEIGHTS_KIND_VOLUME:
         return []
     secret = _pull_secret(ctx)
-    env: list[dict[str, Any]] = registry_mirrors_env(ctx)
+    env: list[dict[str, Any]] = registry_env(ctx)
     if source.kind == WEIGHTS_KIND_HUGGINGFACE:
         command = rt.weights_pull_command(hf_repo=source.repo, revision=source.revision)
         env += ctx.model_access_env()

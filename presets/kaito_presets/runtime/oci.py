@@ -107,6 +107,8 @@ def parse_image(image: str) -> ImageRef:
 #: JSON {registry host: host to use instead}, set by the operator (``registry_mirrors``): every pull and
 #: push of these tools goes to the mirror; messages keep the reference as the user wrote it.
 REGISTRY_MIRRORS_ENV = "KAITO_REGISTRY_MIRRORS"
+#: Comma-separated registry hosts spoken to over plain HTTP (besides loopback), set by the operator.
+INSECURE_REGISTRIES_ENV = "KAITO_INSECURE_REGISTRIES"
 
 
 def mirrored(ref: ImageRef) -> ImageRef:
@@ -242,7 +244,7 @@ def _is_insecure(ref: ImageRef, insecure: bool | None) -> bool:
     if insecure is not None:
         return insecure
     host = ref.registry.rsplit(":", 1)[0] if not ref.registry.startswith("[") else ref.registry
-    env = {h.strip() for h in os.environ.get("KAITO_INSECURE_REGISTRIES", "").split(",") if h.strip()}
+    env = {h.strip() for h in os.environ.get(INSECURE_REGISTRIES_ENV, "").split(",") if h.strip()}
     return host in DEFAULT_INSECURE or ref.registry in env or host in env
 
 
