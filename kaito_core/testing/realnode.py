@@ -83,7 +83,6 @@ __all__ = [
     "RealNodes",
     "cgroup_dirs",
     "mounts_under",
-    "overlay_image_archive",
     "parse_cri_log",
     "pause_image_ref",
     "processes_mentioning",
@@ -208,66 +207,6 @@ def _pause_archive(folder: Path) -> Path:
     with tarfile.open(partial, "w") as out:
         for name, data in files.items():
             info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
-            out.addfile(info, io.BytesIO(data))
-    os.replace(partial, archive)
-    return archive
-
-
-def _oci_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def overlay_image_archive(base: Path, name: str, env: Mapping[str, str], folder: Path | None = None) -> Path:
-    """A tiny OCI archive: image ``name`` = the image of the OCI archive ``base`` plus ``env`` in its config.
-
-    It holds only the new config, manifest and index; its layers are the base's, by digest, so
-    import it into a containerd that has imported ``base`` already (``ctr`` then finds the layers in
-    its content store and unpacks nothing new): seconds, where re-saving a large image takes minutes.
-    """
-    with tarfile.open(base) as tar:
-        def read(member: str) -> bytes:
-            handle = tar.extractfile(member)
-            if handle is None:
-                raise FileNotFoundError(f"{base} has no {member}")
-            return handle.read()
-
-        def blob(digest: str) -> bytes:
-            return read(f"blobs/sha256/{digest.split(':', 1)[1]}")
-
-        index = json.loads(read("index.json"))
-        entry = index["manifests"][0]
-        manifest = json.loads(blob(entry["digest"]))
-        if "manifests" in manifest:  # a nested index: its first (amd64) manifest
-            entry = manifest["manifests"][0]
-            manifest = json.loads(blob(entry["digest"]))
-        config = json.loads(blob(manifest["config"]["digest"]))
-    image_config = config.setdefault("config", {})
-    kept = [item for item in image_config.get("Env") or [] if item.split("=", 1)[0] not in env]
-    image_config["Env"] = kept + [f"{key}={value}" for key, value in env.items()]
-    config_bytes = json.dumps(config, sort_keys=True).encode()
-    manifest["config"] = {**manifest["config"], "digest": _oci_digest(config_bytes), "size": len(config_bytes)}
-    manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
-    new_index = json.dumps({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{"mediaType": manifest.get("mediaType", "application/vnd.oci.image.manifest.v1+json"),
-                       "digest": _oci_digest(manifest_bytes), "size": len(manifest_bytes),
-                       "platform": {"architecture": "amd64", "os": "linux"},
-                       "annotations": {"io.containerd.image.name": name,
-                                       "org.opencontainers.image.ref.name": name.rsplit(":", 1)[-1]}}],
-    }, sort_keys=True).encode()
-    folder = folder or cache_root() / "images" / "realnode"
-    folder.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha256(f"{base.name}|{name}|{sorted(env.items())}".encode()).hexdigest()[:12]
-    archive = folder / f"overlay-{key}.oci.tar"
-    files = {"oci-layout": b'{"imageLayoutVersion":"1.0.0"}', "index.json": new_index}
-    for data in (config_bytes, manifest_bytes):
-        files[f"blobs/sha256/{_oci_digest(data).split(':')[1]}"] = data
-    partial = archive.with_suffix(".partial")
-    with tarfile.open(partial, "w") as out:
-        for member, data in files.items():
-            info = tarfile.TarInfo(member)
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             out.addfile(info, io.BytesIO(data))
     os.replace(partial, archive)
