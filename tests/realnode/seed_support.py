@@ -1,56 +1,10 @@
-"""Support of the seed-on-real-nodes test (no tests here): a loopback OCI registry, memory of a node."""
+"""Support of the seed-on-real-nodes test (no tests here): the memory of a node."""
 
 from __future__ import annotations
 
-import json
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from kaito_core.testing.realnode import RealNode, cgroup_dirs, processes_mentioning
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_registry(root: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """Debian's ``docker-registry`` on 127.0.0.1:<port> (plain HTTP, no auth); yields the port."""
-    binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
-    if not Path(binary).exists():
-        pytest.fail("the docker-registry binary is missing: apt-get install -y docker-registry")
-    port = _free_port()
-    config = {"version": 0.1, "log": {"level": "warn", "accesslog": {"disabled": True}},
-              "storage": {"filesystem": {"rootdirectory": str(root / "data")}},
-              "http": {"addr": f"127.0.0.1:{port}", "secret": "kaito-test"}}
-    (root / "config.yml").write_text(json.dumps(config))
-    log = (root / "registry.log").open("w")
-    proc = subprocess.Popen([binary, "serve", str(root / "config.yml")], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"docker-registry did not start: {(root / 'registry.log').read_text()[-2000:]}")
-                time.sleep(0.05)
-        yield port, proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def _rss(pid: int) -> int:

@@ -28,6 +28,7 @@ import images_support
 import pytest
 import seed_support
 from kaito_presets import default_catalog
+from registry_support import start_registry
 
 from kaito_core.controllers.machine.settings import MachineControllerSettings
 from kaito_core.controllers.workspace.settings import WorkspaceSettings
@@ -71,8 +72,8 @@ def runtime_image(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="module")
 def registry_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    for port, _ in seed_support.start_registry(tmp_path_factory.mktemp("seed-registry")):
-        yield port
+    for registry in start_registry(tmp_path_factory.mktemp("seed-registry"), None):
+        yield int(registry.host.rsplit(":", 1)[1])
 
 
 @pytest.fixture(scope="module")

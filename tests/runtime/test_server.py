@@ -314,7 +314,7 @@ def test_the_pod_command_line_serves(tiny_model: Path, tmp_path: Path) -> None:
 
     import httpx
 
-    from .conftest import free_port
+    from kaito_core.testing import free_port
 
     config = tmp_path / "config" / "inference_config.yaml"
     config.parent.mkdir()

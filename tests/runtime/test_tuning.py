@@ -152,7 +152,7 @@ def test_training_progress_reaches_metrics(tiny_model: Path, tmp_path: Path) -> 
     from kaito_presets.runtime.tuning.config import load_training_config
     from kaito_presets.runtime.tuning.train import run
 
-    from .conftest import free_port
+    from kaito_core.testing import free_port
 
     data = tmp_path / "data"
     (data).mkdir()

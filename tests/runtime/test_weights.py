@@ -24,7 +24,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import Registry, free_port
+from kaito_core.testing import free_port
+
+from .conftest import Registry
 
 pytestmark = pytest.mark.runtime
 
