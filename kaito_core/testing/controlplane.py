@@ -19,6 +19,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import urllib.request
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ import yaml
 
 from kaito_core.testing.build import ALL_BINARIES, ensure_binaries, kwok_stages_dir
 from kaito_core.testing.certs import CertificateSet, make_certificates
+from kaito_core.testing.egress import egress_selector_config, routes_dir
 from kaito_core.testing.process import ManagedProcess, wait_until
 
 __all__ = ["ControlPlane", "ControlPlaneMode", "free_port"]
@@ -73,6 +75,10 @@ class ControlPlane:
     workdir: Path | None = None
     start_timeout: float = 120.0
     extra_apiserver_args: Sequence[str] = ()
+    egress_proxy: bool = True
+    """Run the apiserver's ``cluster`` egress through :mod:`kaito_core.testing.egress`, so that it reaches
+    real nodes' kubelets, pods and Services inside their network namespace (``kubectl logs``, ``exec``,
+    ``run -it``, ``port-forward``); other addresses are dialled as without it."""
     audit: bool = True
     """Write an audit log (Metadata level: who did what to which resource) to ``audit_log``;
     tests read it to compare the calls a component makes with the RBAC it is granted."""
@@ -83,6 +89,7 @@ class ControlPlane:
     # -- addresses, filled on start
     apiserver_port: int = field(default=0, init=False)
     etcd_port: int = field(default=0, init=False)
+    _egress_socket: Path = field(default=Path(), init=False)
     certs: CertificateSet | None = field(default=None, init=False)
     binaries: Path | None = field(default=None, init=False)
 
@@ -129,6 +136,8 @@ class ControlPlane:
         atexit.register(self.stop)
         try:
             self._start_etcd()
+            if self.egress_proxy:
+                self._start_egress_proxy()
             self._start_apiserver()
             if self.mode is ControlPlaneMode.FULL:
                 self._start_controller_manager()
@@ -147,6 +156,8 @@ class ControlPlane:
         for proc in reversed(list(self._processes.values())):
             proc.stop()
         self._processes.clear()
+        if self.egress_proxy and self._egress_socket.name:
+            self._egress_socket.unlink(missing_ok=True)
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
         if self._owned_workdir and self.workdir is not None:
@@ -221,14 +232,38 @@ class ControlPlane:
             "--enable-priority-and-fairness=false",
             "--profiling=false",
             "--endpoint-reconciler-type=none",
+            # The apiserver authenticates to real nodes' kubelets (logs, exec) as the admin.
+            f"--kubelet-client-certificate={certs.admin_cert}",
+            f"--kubelet-client-key={certs.admin_key}",
+            # a node's name resolves nowhere here; its InternalIP is what the egress proxy routes
+            "--kubelet-preferred-address-types=InternalIP,Hostname,InternalDNS,ExternalDNS,ExternalIP",
             *self.extra_apiserver_args,
         ]
+        if self.egress_proxy:
+            config = self.workdir / "egress-selector.yaml"
+            config.write_text(egress_selector_config(self._egress_socket))
+            args.append(f"--egress-selector-config-file={config}")
         if self.audit:
             policy = self.workdir / "audit-policy.yaml"
             policy.write_text(AUDIT_POLICY)
             args += [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
                      "--audit-log-maxsize=500", "--audit-log-maxbackup=1"]
         return args
+
+    def _start_egress_proxy(self) -> None:
+        assert self.workdir is not None
+        # a short path: Unix socket names are limited to ~107 bytes, the workdir may be deep
+        self._egress_socket = Path(tempfile.gettempdir()) / f"kaito-egress-{self.apiserver_port}.sock"
+        folder = routes_dir(self.kubeconfig)
+        folder.mkdir(exist_ok=True)
+        self._spawn("egress-proxy", [sys.executable, "-m", "kaito_core.testing.egress",
+                                     f"--socket={self._egress_socket}", f"--routes={folder}"])
+        wait_until(self._egress_listening, self.start_timeout, "the egress proxy")
+
+    def _egress_listening(self) -> bool:
+        self._processes["egress-proxy"].check_alive()
+        with socket.socket(socket.AF_UNIX) as sock:
+            return sock.connect_ex(str(self._egress_socket)) == 0
 
     def _start_apiserver(self) -> None:
         proc = self._spawn("kube-apiserver", self._apiserver_args())

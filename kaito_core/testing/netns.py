@@ -39,6 +39,7 @@ __all__ = [
     "LoopbackProxy",
     "NetworkNamespace",
     "list_kaito_netns",
+    "socket_in_netns",
 ]
 
 NETNS_PREFIX = "kaito-"
@@ -67,7 +68,7 @@ def _setns(fd: int) -> None:
         raise OSError(err, f"setns(CLONE_NEWNET): {os.strerror(err)}")
 
 
-def _in_netns(path: Path, make: Callable[[], socket.socket]) -> socket.socket:
+def socket_in_netns(path: Path, make: Callable[[], socket.socket]) -> socket.socket:
     """Run ``make`` on a fresh thread that sits in the namespace at ``path``; return its socket.
 
     A new thread is used (and discarded) so that the caller's thread never changes
@@ -112,7 +113,7 @@ class LoopbackProxy:
             sock.listen(128)
             return sock
 
-        self._listener = _in_netns(netns_path, make)
+        self._listener = socket_in_netns(netns_path, make)
         self.port: int = self._listener.getsockname()[1]
         self._closed = threading.Event()
         self._conns: set[socket.socket] = set()

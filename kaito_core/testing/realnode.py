@@ -21,10 +21,12 @@ adjustments; no registry is reachable, so the sandbox image is a static
 storage (:meth:`RealNodes.load_image`), pods using ``imagePullPolicy: Never``
 or ``IfNotPresent``.
 
-The apiserver cannot reach a kubelet (its addresses live in the namespace), so
-``kubectl logs``/``exec`` are not available; :meth:`RealNode.pod_log` reads the
-log files the kubelet writes (the CRI log of each container), and probes work
-because the kubelet runs them itself.
+The apiserver reaches the kubelets (their addresses live in the namespace) through
+its egress proxy (:mod:`kaito_core.testing.egress`): each run registers its
+namespace's networks with the control plane, so ``kubectl logs``, ``exec``,
+``run -it`` and ``port-forward`` work as on any cluster. :meth:`RealNode.pod_log`
+reads the log files the kubelet writes (the CRI log of each container) without
+the apiserver.
 
 :meth:`RealNodes.stop` removes everything a run made: processes (kubelet,
 containerd, shims, containers, kube-proxy), mounts under the run's folder,
@@ -74,6 +76,8 @@ from kaito_core.testing.build import (
     ensure_pause_binary,
     pause_hash,
 )
+from kaito_core.testing.controlplane import SERVICE_CIDR
+from kaito_core.testing.egress import register_route, unregister_route
 from kaito_core.testing.netns import NetworkNamespace, list_kaito_netns
 from kaito_core.testing.process import ManagedProcess, wait_until
 
@@ -732,6 +736,9 @@ class RealNodes:
         self.netns.create()
         self._started = True
         self.proxy_port = self.netns.proxy_to_host(self.cluster.server_port).port
+        # The apiserver reaches kubelets, pods and ClusterIPs here through its egress proxy.
+        register_route(self.cluster.kubeconfig, self.netns.name, self.netns.path,
+                       [f"{NODE_NET}.0/24", f"{POD_NET}.0.0/16", SERVICE_CIDR])
 
     def load_image(self, ref: str) -> None:
         """Make a podman image available on every node (now and started later), under the same name."""
@@ -893,6 +900,7 @@ class RealNodes:
         if delete_nodes and self.kubectl_binary is not None:
             for name in self.nodes:
                 self.kubectl("delete", "node", name, "--ignore-not-found", "--wait=false", check=False)
+        unregister_route(self.cluster.kubeconfig, self.netns.name)
         self.netns.delete()
         leftovers = mounts_under(self.workdir)
         if leftovers:

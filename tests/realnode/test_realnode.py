@@ -102,6 +102,30 @@ def test_a_pod_runs_to_completion_and_its_log_is_readable(
     print(f"\n[realnode] pod created -> Succeeded in {took:.1f}s")
 
 
+def test_kubectl_logs_exec_and_run_it_reach_the_real_node_through_the_apiserver(
+    real_nodes: RealNodes, kube_cluster: Cluster, namespace: str, curl_image: str
+) -> None:
+    """The apiserver dials the kubelet inside the nodes' namespace through its egress proxy."""
+    manifest = pod_manifest("talker", GPU_NODE, curl_image, {
+        "name": "main", "command": ["sh", "-c", "echo first-line; exec sleep 3600"]}, restart="Always")
+    kube_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+    wait_until(lambda: kubectl_json(kube_cluster, "get", "pod", "talker", "-n", namespace)["status"]
+               .get("phase") == "Running", 120, "talker Running", interval=0.5)
+    logs = kube_cluster.kubectl("logs", "talker", "-n", namespace, check=False)
+    assert logs.returncode == 0 and logs.stdout == "first-line\n", logs.stderr
+    exec_ = kube_cluster.kubectl("exec", "talker", "-n", namespace, "--", "sh", "-c", "echo in-$(hostname)",
+                                 check=False)
+    assert exec_.returncode == 0 and exec_.stdout == "in-talker\n", exec_.stderr
+    # `kubectl run -i --rm`: attach to a new pod's output, then delete it (the walkthrough's shape)
+    run = kube_cluster.kubectl("run", "-i", "--rm", "--restart=Never", "once", f"--image={curl_image}",
+                               "--image-pull-policy=Never", "-n", namespace,
+                               f"--overrides={json.dumps({'spec': {'tolerations': [GPU_TOLERATION]}})}",
+                               "--", "sh", "-c", "sleep 1; echo attached-output", check=False)
+    assert run.returncode == 0, run.stderr
+    assert "attached-output" in run.stdout, run.stdout
+    assert kube_cluster.kubectl("get", "pod", "once", "-n", namespace, check=False).returncode != 0
+
+
 def test_a_long_running_pod_gets_ready_by_an_exec_probe(
     real_nodes: RealNodes, kube_cluster: Cluster, namespace: str, curl_image: str
 ) -> None:
