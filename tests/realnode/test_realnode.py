@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from registry_support import start_registry
 
 from kaito_core.testing.clusters import Cluster
 from kaito_core.testing.netns import list_kaito_netns
@@ -124,6 +125,35 @@ def test_kubectl_logs_exec_and_run_it_reach_the_real_node_through_the_apiserver(
     assert run.returncode == 0, run.stderr
     assert "attached-output" in run.stdout, run.stdout
     assert kube_cluster.kubectl("get", "pod", "once", "-n", namespace, check=False).returncode != 0
+
+
+def test_a_pod_of_curlimages_curl_pulls_from_the_local_registry_through_the_nodes_mirror(
+    real_nodes: RealNodes, kube_cluster: Cluster, namespace: str, curl_image: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The walkthrough's ``--image=curlimages/curl``: containerd resolves docker.io to our registry only."""
+    for registry in start_registry(tmp_path_factory.mktemp("mirror-registry"), None):
+        registry.push_podman_image(curl_image, "curlimages/curl:latest")
+        real_nodes.mirror_registries(real_nodes.expose_host_port(registry.port))
+        overrides = {"spec": {"tolerations": [GPU_TOLERATION], "nodeName": GPU_NODE}}
+        run = kube_cluster.kubectl("run", "-i", "--rm", "--restart=Never", "pulled", "--image=curlimages/curl",
+                                   "-n", namespace, f"--overrides={json.dumps(overrides)}",
+                                   "--", "curl", "--version", check=False, timeout=180)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.startswith("curl "), run.stdout
+        images = real_nodes[GPU_NODE].ctr("images", "ls", "-q").stdout.split()
+        assert "docker.io/curlimages/curl:latest" in images, images
+        # a registry nobody mirrors to us does not exist: the pull fails instead of leaving the machine
+        other = kube_cluster.kubectl("run", "elsewhere", "--restart=Never", "--image=quay.io/nobody/nothing:1",
+                                     "-n", namespace, f"--overrides={json.dumps(overrides)}", check=False)
+        assert other.returncode == 0, other.stderr
+
+        def waiting_reason() -> str:
+            status = kubectl_json(kube_cluster, "get", "pod", "elsewhere", "-n", namespace)["status"]
+            states = [c.get("state", {}) for c in status.get("containerStatuses") or []]
+            return next((s["waiting"].get("reason", "") for s in states if "waiting" in s), "")
+
+        wait_until(lambda: waiting_reason() in ("ErrImagePull", "ImagePullBackOff"), 120, "the pull to fail")
 
 
 def test_a_long_running_pod_gets_ready_by_an_exec_probe(
