@@ -46,7 +46,8 @@ class LocalRegistry:
 
     def __init__(self, root: Path, htpasswd: tuple[str, str] | None = None, *, start_timeout: float = 20):
         self.root = root
-        self.user, self.password = htpasswd if htpasswd else (None, None)
+        self.user: str | None = htpasswd[0] if htpasswd else None
+        self.password: str | None = htpasswd[1] if htpasswd else None
         self.start_timeout = start_timeout
         self.port = 0
         self._proc: ManagedProcess | None = None
