@@ -237,3 +237,22 @@ def test_adapter_pull_and_push_go_through_the_operators_registry_mirrors(
     monkeypatch.setenv("KAITO_REGISTRY_MIRRORS", json.dumps({"ACR_REPO_HERE.azurecr.io": "127.0.0.1:9"}))
     with pytest.raises(Exception, match=r"127\.0\.0\.1:9|refused|onnect"):
         pull_adapter("ACR_REPO_HERE.azurecr.io/mirrored-adapter:0.0.1", tmp_path / "b")
+
+
+def test_a_wildcard_registry_mirror_takes_every_registry_not_listed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``"*"`` (what ``kaito up --real-nodes`` sets): no registry name reaches its real host."""
+    from kaito_presets.runtime.oci import mirrored, parse_image
+
+    monkeypatch.setenv("KAITO_REGISTRY_MIRRORS", json.dumps({"*": "10.231.0.254:5000", "myacr.io": "other:1"}))
+    ref = parse_image("ACR_REPO_HERE.azurecr.io/ADAPTER_HERE:0.0.1")
+    assert mirrored(ref).registry == "10.231.0.254:5000" and mirrored(ref).repository == "ADAPTER_HERE"
+    assert mirrored(parse_image("myacr.io/a:1")).registry == "other:1"
+
+
+def test_a_wildcard_url_mirror_takes_every_host_not_listed() -> None:
+    from kaito_presets.runtime.download import mirrored
+
+    url = "https://huggingface.co/datasets/x/resolve/main/train.parquet?download=true"
+    target, addrs = mirrored(url, {"*": "http://127.0.0.1:8080"})
+    assert target == "http://127.0.0.1:8080/datasets/x/resolve/main/train.parquet?download=true"
+    assert addrs == ["127.0.0.1"]

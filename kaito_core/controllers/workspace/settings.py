@@ -56,10 +56,12 @@ class WorkspaceSettings(BaseModel):
     without TLS); loopback registries always are."""
     url_mirrors: dict[str, str] = Field(default_factory=dict)
     """Host -> mirror base URL for the tuning input downloader, e.g. ``{"huggingface.co": "http://mirror:8080"}``:
-    a URL on that host is fetched from the mirror (same path and query); the mirror may be private."""
+    a URL on that host is fetched from the mirror (same path and query); the mirror may be private.
+    ``"*"`` stands for every host not listed (``kaito up --real-nodes`` sends every download to its mirror)."""
     registry_mirrors: dict[str, str] = Field(default_factory=dict)
     """Registry host -> the host to use instead, for every artifact and image the runtimes pull or push
-    (weights, adapters, tuning output), e.g. ``{"ACR_REPO_HERE.azurecr.io": "127.0.0.1:5000"}``."""
+    (weights, adapters, tuning output), e.g. ``{"ACR_REPO_HERE.azurecr.io": "127.0.0.1:5000"}``;
+    ``"*"`` stands for every registry not listed."""
     default_runtime: str | None = None
     """Runtime when a Workspace has no ``kaito.sh/runtime`` annotation (None: the preset's own default)."""
     workers: int = 16

@@ -247,7 +247,7 @@ def load_url_mirrors(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
 def mirrored(url: str, mirrors: Mapping[str, str]) -> tuple[str, list[str]]:
     """``url`` with its host replaced by the operator's mirror, and the addresses that mirror may have."""
     parts = urlsplit(url)
-    base = mirrors.get((parts.hostname or "").lower())
+    base = mirrors.get((parts.hostname or "").lower()) or mirrors.get("*")  # "*": every other host
     if base is None:
         return url, []
     mirror = urlsplit(base)

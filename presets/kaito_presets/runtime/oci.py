@@ -122,7 +122,7 @@ def mirrored(ref: ImageRef) -> ImageRef:
         raise OCIError(f"{REGISTRY_MIRRORS_ENV} is not a JSON object of registry hosts: {exc}") from exc
     if not isinstance(mirrors, dict):
         raise OCIError(f"{REGISTRY_MIRRORS_ENV} is not a JSON object of registry hosts")
-    host = mirrors.get(ref.registry)
+    host = mirrors.get(ref.registry) or mirrors.get("*")  # "*": every registry not listed
     if not host:
         return ref
     return ImageRef(registry=str(host).split("://", 1)[-1].rstrip("/"), repository=ref.repository, tag=ref.tag,
