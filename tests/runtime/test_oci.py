@@ -241,12 +241,16 @@ def test_adapter_pull_and_push_go_through_the_operators_registry_mirrors(
 
 def test_a_wildcard_registry_mirror_takes_every_registry_not_listed(monkeypatch: pytest.MonkeyPatch) -> None:
     """``"*"`` (what ``kaito up --real-nodes`` sets): no registry name reaches its real host."""
-    from kaito_presets.runtime.oci import mirrored, parse_image
+    from kaito_presets.runtime.oci import OCIError, resolve_image
 
     monkeypatch.setenv("KAITO_REGISTRY_MIRRORS", json.dumps({"*": "10.231.0.254:5000", "myacr.io": "other:1"}))
-    ref = parse_image("ACR_REPO_HERE.azurecr.io/ADAPTER_HERE:0.0.1")
-    assert mirrored(ref).registry == "10.231.0.254:5000" and mirrored(ref).repository == "ADAPTER_HERE"
-    assert mirrored(parse_image("myacr.io/a:1")).registry == "other:1"
+    # the seed's placeholder is no valid repository name; a mirror takes it folded to lower case
+    ref = resolve_image("ACR_REPO_HERE.azurecr.io/ADAPTER_HERE:0.0.1")
+    assert (ref.registry, ref.repository, ref.tag) == ("10.231.0.254:5000", "adapter_here", "0.0.1")
+    assert resolve_image("myacr.io/a:1").registry == "other:1"
+    monkeypatch.delenv("KAITO_REGISTRY_MIRRORS")
+    with pytest.raises(OCIError, match="lower case"):  # without a mirror the name is refused as before
+        resolve_image("ACR_REPO_HERE.azurecr.io/ADAPTER_HERE:0.0.1")
 
 
 def test_a_wildcard_url_mirror_takes_every_host_not_listed() -> None:

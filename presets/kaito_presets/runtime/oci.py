@@ -78,8 +78,10 @@ class ImageRef:
         return f"{self.registry}/{self.repository}{sep}{self.reference}"
 
 
-def parse_image(image: str) -> ImageRef:
-    """Split ``registry/repo[:tag][@digest]``; a missing registry means Docker Hub."""
+def parse_image(image: str, *, lenient: bool = False) -> ImageRef:
+    """Split ``registry/repo[:tag][@digest]``; a missing registry means Docker Hub.
+
+    ``lenient`` lets an upper-case repository through, for :func:`resolve_image` to judge after mirroring."""
     if not image or any(c.isspace() for c in image):
         raise OCIError(f"invalid image reference {image!r}")
     rest, digest = image, None
@@ -96,7 +98,7 @@ def parse_image(image: str) -> ImageRef:
         path, tag = path.rsplit(":", 1)
     if not tag and not digest:
         tag = "latest"
-    if not path or path != path.lower():
+    if not path or (path != path.lower() and not lenient):
         raise OCIError(f"invalid repository in image reference {image!r} (must be lower case)")
     return ImageRef(registry=registry, repository=path, tag=tag, digest=digest)
 
@@ -125,8 +127,18 @@ def mirrored(ref: ImageRef) -> ImageRef:
     host = mirrors.get(ref.registry) or mirrors.get("*")  # "*": every registry not listed
     if not host:
         return ref
-    return ImageRef(registry=str(host).split("://", 1)[-1].rstrip("/"), repository=ref.repository, tag=ref.tag,
-                    digest=ref.digest)
+    # A mirror takes the name folded to lower case: the seeds' placeholders (ADAPTER_HERE) are not valid
+    # repository names, and a stand-in registry (kaito up --real-nodes) must take them unchanged.
+    return ImageRef(registry=str(host).split("://", 1)[-1].rstrip("/"), repository=ref.repository.lower(),
+                    tag=ref.tag, digest=ref.digest)
+
+
+def resolve_image(image: str) -> ImageRef:
+    """Where the pull and push tools go for ``image``: parsed, then through the registry mirrors."""
+    ref = mirrored(parse_image(image, lenient=True))
+    if ref.repository != ref.repository.lower():
+        raise OCIError(f"invalid repository in image reference {image!r} (must be lower case)")
+    return ref
 
 
 def load_docker_config(path: str | os.PathLike[str] | None) -> dict[str, Any]:
@@ -259,7 +271,7 @@ def push_adapter(
     """Push the adapter in ``src`` as ``image``; return the manifest digest."""
     import oras.oci
 
-    ref = mirrored(parse_image(image))
+    ref = resolve_image(image)
     src_dir = Path(src)
     creds = load_docker_config(docker_config)
     reg = _registry(ref, creds, _is_insecure(ref, insecure))
@@ -336,7 +348,7 @@ def pull_adapter(
     insecure: bool | None = None,
 ) -> dict[str, Any]:
     """Pull ``image`` and unpack its ``data/`` into ``dest``; return the manifest."""
-    ref = mirrored(parse_image(image))
+    ref = resolve_image(image)
     creds = load_docker_config(docker_config)
     reg = _registry(ref, creds, _is_insecure(ref, insecure))
     container = reg.get_container(f"{ref.registry}/{ref.repository}:{ref.reference}")
