@@ -58,30 +58,46 @@ def build_tokenizer(vocab_size: int = 384):  # type: ignore[no-untyped-def]
     return fast
 
 
-def build_tiny_model(out_dir: str | Path, *, hidden_size: int = 64, layers: int = 2, seed: int = 0) -> Path:
-    """Write a tiny random-weight Phi-3 model and its tokenizer to ``out_dir``; return the path."""
-    import torch
-    from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
+#: The architectures of the catalog's presets -> their ``model_type``; each gets a tiny model of its own kind.
+ARCHITECTURES = {
+    "Phi3ForCausalLM": "phi3",
+    "LlamaForCausalLM": "llama",
+    "MistralForCausalLM": "mistral",
+    "Qwen2ForCausalLM": "qwen2",
+    "FalconForCausalLM": "falcon",
+}
 
+
+def build_tiny_model(out_dir: str | Path, *, hidden_size: int = 64, layers: int = 2, seed: int = 0,
+                     architecture: str = "Phi3ForCausalLM") -> Path:
+    """Write a tiny random-weight model of ``architecture`` (a preset's) and its tokenizer to ``out_dir``."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"no tiny model for {architecture}; known: {', '.join(ARCHITECTURES)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
-    config = Phi3Config(
+    common = dict(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
         num_hidden_layers=layers,
         num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=512,
-        original_max_position_embeddings=512,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
+    if architecture == "FalconForCausalLM":
+        extra: dict[str, object] = {"new_decoder_architecture": True, "num_kv_heads": 4, "alibi": False}
+    else:
+        extra = {"intermediate_size": hidden_size * 2, "num_key_value_heads": 4, "max_position_embeddings": 512}
+        if architecture == "Phi3ForCausalLM":
+            extra["original_max_position_embeddings"] = 512
+    config = AutoConfig.for_model(ARCHITECTURES[architecture], **common, **extra)
     torch.manual_seed(seed)
-    model = Phi3ForCausalLM(config)
+    model = AutoModelForCausalLM.from_config(config)
     model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -89,4 +105,21 @@ def build_tiny_model(out_dir: str | Path, *, hidden_size: int = 64, layers: int 
     )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    return out
+
+
+def build_tiny_adapter(model_dir: str | Path, out_dir: str | Path, *, seed: int = 1, rank: int = 8) -> Path:
+    """A LoRA adapter for the tiny model in ``model_dir`` with random (not zero) weights, so that it
+    changes the model's answers at strength 1 (peft's default init would make it a no-op)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    config = LoraConfig(r=rank, lora_alpha=rank * 4, target_modules="all-linear", init_lora_weights=False,
+                        task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, config)
+    out = Path(out_dir)
+    peft_model.save_pretrained(out)
     return out
