@@ -3,8 +3,9 @@
 A local control plane built from source (etcd, kube-apiserver,
 kube-controller-manager, kube-scheduler) with kwok simulating GPU nodes and
 their pods, the CRDs, and the operator running in this process with the
-``simulated`` provisioner and the admission webhook. ``--apply`` applies
-manifests once it is up; a status table follows the Workspaces until Ctrl-C,
+``simulated`` provisioner and the admission webhook (``--real-nodes``: real
+kubelet nodes that run the pods, see :mod:`kaito_core.cli.realnodes`).
+``--apply`` applies manifests once it is up; a status table follows the Workspaces until Ctrl-C,
 when everything stops and nothing is left running.
 """
 
@@ -20,8 +21,10 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from kaito_core.api.crd import all_crds
+from kaito_core.cli.realnodes import SYSTEM_NODE, RealNodeStack
 from kaito_core.engine import configure_logging
 from kaito_core.engine.settings import ManagerSettings
 from kaito_core.manager import Operator, OperatorSettings, WebhookSettings
@@ -30,6 +33,12 @@ from kaito_core.testing import ControlPlane, ControlPlaneMode, ToolchainMissingE
 __all__ = ["add_parser"]
 
 NAMESPACE = "kaito-system"
+_WALKTHROUGH = (
+    "  # once WORKSPACEREADY is True:\n"
+    '  export CLUSTERIP=$(kubectl get svc workspace-phi-3-mini -o jsonpath="{.spec.clusterIPs[0]}")\n'
+    "  kubectl run -it --rm --restart=Never curl --image=curlimages/curl -- curl -X POST http://$CLUSTERIP/chat "
+    '-H "accept: application/json" -H "Content-Type: application/json" -d "{\\"prompt\\":\\"YOUR QUESTION HERE\\"}"\n'
+)
 
 
 def _default_state_dir() -> Path:
@@ -49,10 +58,15 @@ def _prepare_cluster(plane: ControlPlane, args: argparse.Namespace) -> None:
         plane.kubectl("wait", "--for=condition=Ready", "node", "--all", "--timeout=60s")
 
 
-def _operator_settings(args: argparse.Namespace) -> OperatorSettings:
+def _operator_settings(args: argparse.Namespace, stack: RealNodeStack | None) -> OperatorSettings:
+    extra: dict[str, Any] = {}
+    if stack is not None:
+        assert stack.workspace_settings is not None
+        extra["workspace"] = stack.workspace_settings
     return OperatorSettings(
         namespace=NAMESPACE,
-        provisioner=args.provisioner,
+        provisioner="realnode" if stack is not None else args.provisioner,
+        **extra,
         manager=ManagerSettings(http_port=args.http_port, bind_address="127.0.0.1"),
         # The apiserver dials the webhook on loopback; the operator registers it itself.
         webhook=WebhookSettings(port=0, bind_address="127.0.0.1", host="127.0.0.1", register_configuration=True),
@@ -90,9 +104,10 @@ async def _follow(plane: ControlPlane, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-async def _operate(plane: ControlPlane, args: argparse.Namespace) -> int:
-    settings = _operator_settings(args)
-    operator = await Operator.create(settings, kubeconfig=plane.kubeconfig)
+async def _operate(plane: ControlPlane, args: argparse.Namespace, stack: RealNodeStack | None) -> int:
+    settings = _operator_settings(args, stack)
+    provisioner = stack.provisioner if stack is not None else None
+    operator = await Operator.create(settings, kubeconfig=plane.kubeconfig, provisioner=provisioner)
     run = asyncio.create_task(operator.run(), name="operator")
     helpers = [asyncio.create_task(_apply_when_ready(plane, operator, args.apply or []))]
     if not args.quiet:
@@ -112,6 +127,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     # A fresh cluster each time: stale etcd data from a killed run is worth nothing.
     shutil.rmtree(workdir, ignore_errors=True)
     plane = ControlPlane(mode=ControlPlaneMode.FULL, workdir=workdir)
+    stack: RealNodeStack | None = None
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -125,19 +141,27 @@ def _cmd_up(args: argparse.Namespace) -> int:
         plane.start()
         _prepare_cluster(plane, args)
         assert plane.binaries is not None
+        nodes = "kwok GPU nodes"
+        provisioner = args.provisioner
+        if args.real_nodes:
+            print("kaito up: --real-nodes: real kubelet nodes, the local registry, stand-in weights...", flush=True)
+            stack = RealNodeStack(plane, workdir, [Path(p) for p in args.apply or []])
+            stack.start()
+            nodes, provisioner = f"real nodes ({SYSTEM_NODE} now, a GPU node per Machine)", "realnode"
         print(
             f"\nkaito up: control plane ready in {time.monotonic() - started:.0f}s "
-            f"(Kubernetes, kwok GPU nodes, CRDs); operator starting with the {args.provisioner!r} provisioner.\n"
+            f"(Kubernetes, {nodes}, CRDs); operator starting with the {provisioner!r} provisioner.\n"
             f"  export KUBECONFIG={plane.kubeconfig}\n"
             f"  alias kubectl={plane.binaries / 'kubectl'}   # the kubectl built with the control plane\n"
             "  kubectl apply -f examples/kaito_workspace_phi_3.yaml\n"
             "  kubectl get workspace\n"
-            "Press Ctrl-C to stop everything.",
+            + (_WALKTHROUGH if stack is not None else "")
+            + "Press Ctrl-C to stop everything.",
             flush=True,
         )
         for sig, handler in previous.items():  # the operator's manager handles signals from here
             signal.signal(sig, handler if sig != signal.SIGINT else signal.default_int_handler)
-        return asyncio.run(_operate(plane, args))
+        return asyncio.run(_operate(plane, args, stack))
     except KeyboardInterrupt:
         return 0
     except ToolchainMissingError as exc:
@@ -145,6 +169,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
         return 3
     finally:
         print("\nkaito up: stopping...", flush=True)
+        if stack is not None:
+            stack.stop()
         plane.stop()
         print("kaito up: stopped; nothing left running.", flush=True)
 
@@ -155,6 +181,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     up.add_argument("--state-dir", type=Path, default=_default_state_dir(),
                     help="where the kubeconfig, certificates, etcd data and logs go (default: ./.kaito)")
     up.add_argument("--provisioner", default="simulated", help="provisioner plugin (default: simulated)")
+    up.add_argument("--real-nodes", action="store_true",
+                    help="real kubelet + containerd nodes that run the pods (root; images built from this tree, "
+                         "stand-in weights: answers are noise)")
     up.add_argument("--gpu-nodes", type=int, default=0,
                     help="GPU nodes to create up front (default 0: the provisioner makes them on demand)")
     up.add_argument("--instance-type", default="Standard_NC6s_v3", help="instance type of those nodes")

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from kaito_presets import default_catalog
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kaito_core.api.constants import GPU_RESOURCE, LABEL_INSTANCE_TYPE, LABEL_MACHINE
@@ -80,7 +80,7 @@ class RealNodeProvisioner:
     """Makes real kubelet nodes through a :class:`RealNodes` handle. See the module docstring."""
 
     name: ClassVar[str] = "realnode"
-    settings_model: ClassVar[type[RealNodeSettings]] = RealNodeSettings
+    settings_model: ClassVar[type[BaseModel]] = RealNodeSettings  # the protocol's type: ClassVars are invariant
 
     def __init__(self, settings: RealNodeSettings | None = None, *, nodes: RealNodes | None = None):
         self.settings = settings or RealNodeSettings()

@@ -228,6 +228,9 @@ class NodeSpec:
     extended_resources: Mapping[str, str] = field(default_factory=dict)
     """e.g. ``{"nvidia.com/gpu": "1"}``: set on the Node status (capacity and allocatable)."""
     max_pods: int = 110
+    images: bool = True
+    """Import the images loaded with :meth:`RealNodes.load_image` (False: only the sandbox image; a
+    system node that pulls what it runs through the registry mirror)."""
 
 
 @dataclass
@@ -428,7 +431,7 @@ imports = []
         """The sandbox image and every image loaded so far (safe to run on a worker thread)."""
         began = time.monotonic()
         self._owner.import_into(self, _pause_archive(cache_root() / "images" / "realnode"))
-        for archive in self._owner.loaded_archives():
+        for archive in self._owner.loaded_archives() if self.spec.images else ():
             self._owner.import_into(self, archive)
         self.timings["images"] = time.monotonic() - began
 
@@ -761,13 +764,15 @@ class RealNodes:
             os.replace(partial, archive)
         self._archives[ref] = archive
         for node in self.nodes.values():
-            self.import_into(node, archive, ref)
+            if node.spec.images:
+                self.import_into(node, archive, ref)
 
     def add_archive(self, ref: str, archive: Path) -> None:
         """Import an OCI archive as ``ref`` into every node (now and started later), after those loaded so far."""
         self._archives[ref] = archive
         for node in self.nodes.values():
-            self.import_into(node, archive, ref)
+            if node.spec.images:
+                self.import_into(node, archive, ref)
 
     def archive_of(self, ref: str) -> Path:
         """The OCI archive :meth:`load_image` made of ``ref``."""

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from registry_support import Registry, start_registry
 
+from kaito_core.testing import standins
+
 # Nothing in these tests may reach a model hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -30,35 +32,8 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-phi3"))
 
 
-SEED_ROWS = [
-    ("What is the capital of France?", "Paris."),
-    ("Name a primary colour.", "Blue."),
-    ("How many legs does a spider have?", "Eight."),
-    ("What is two plus two?", "Four."),
-    ("Translate 'hello' to Spanish.", "Hola."),
-    ("Which planet is closest to the sun?", "Mercury."),
-    ("What do bees make?", "Honey."),
-    ("What is the opposite of cold?", "Hot."),
-]
-
-
-def write_seed_parquet(path: Path, repeat: int = 2) -> Path:
-    """The shape of philschmid/dolly-15k-oai-style: a parquet file with a ``messages`` column."""
-    import pandas as pd
-
-    rows = [
-        {
-            "messages": [
-                {"role": "system", "content": "You are a helpful assistant."},
-                {"role": "user", "content": q},
-                {"role": "assistant", "content": a},
-            ]
-        }
-        for q, a in SEED_ROWS * repeat
-    ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_parquet(path)
-    return path
+# The seed dataset's shape (a parquet with a ``messages`` column), as local mode's stand-in serves it.
+write_seed_parquet = standins.write_seed_parquet
 
 
 @pytest.fixture(scope="session")
