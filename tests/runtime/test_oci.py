@@ -260,3 +260,21 @@ def test_a_wildcard_url_mirror_takes_every_host_not_listed() -> None:
     target, addrs = mirrored(url, {"*": "http://127.0.0.1:8080"})
     assert target == "http://127.0.0.1:8080/datasets/x/resolve/main/train.parquet?download=true"
     assert addrs == ["127.0.0.1"]
+
+
+def test_a_missing_optional_push_secret_pushes_anonymously_and_a_refusal_names_the_secret(
+    lora_adapter: Path, registry: Registry, auth_registry: Registry, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The tuning pusher's secret volume is optional (the seed's ACR_REGISTRY_SECRET_HERE exists nowhere)."""
+    from kaito_presets.runtime.oci import main
+
+    missing = str(tmp_path / "push-secret" / ".dockerconfigjson")
+    base = ["push", "--src", str(lora_adapter), "--model-name", MODEL, "--docker-config", missing]
+    assert main([*base, "--image", f"{registry.host}/anon/adapter:0.0.1", "--credentials-optional"]) == 0
+    assert "pushing anonymously" in capsys.readouterr().err
+    assert main([*base, "--image", f"{auth_registry.host}/anon/adapter:0.0.1", "--credentials-optional"]) == 1
+    assert "create the image push secret" in capsys.readouterr().err
+    # without the flag a missing secret stays an error, as before
+    assert main([*base, "--image", f"{registry.host}/anon/adapter:0.0.2"]) == 1
+    assert "not found" in capsys.readouterr().err

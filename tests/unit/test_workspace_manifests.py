@@ -211,7 +211,8 @@ def test_tuning_job_downloads_trains_and_pushes() -> None:
     assert "--wait-for" in pusher["command"]
     assert pusher["command"][pusher["command"].index("--wait-for") + 1] == "/mnt/results/fine_tuning_completed.txt"
     volumes = {v["name"]: v for v in spec["volumes"]}
-    assert volumes["push-secret"]["secret"]["secretName"] == "push"
+    assert volumes["push-secret"]["secret"] == {"secretName": "push", "optional": True}
+    assert pusher["command"][-1] == "--credentials-optional"
     assert volumes["config-volume"]["configMap"]["name"] == "workspace-phi-3-mini-tuning-config"
 
 

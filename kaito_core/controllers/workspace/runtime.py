@@ -138,7 +138,7 @@ def push_command(image: str, model_name: str) -> list[str]:
     return [PYTHON, "-m", OCI_MODULE, "push", "--src", RESULTS_DIR, "--image", image,
             "--model-name", model_name, "--wait-for", f"{RESULTS_DIR}/{TUNING_COMPLETION_MARKER}",
             "--fail-marker", f"{RESULTS_DIR}/{TUNING_FAILURE_MARKER}",
-            "--docker-config", f"{PUSH_SECRET_DIR}/{DOCKER_CONFIG_KEY}"]
+            "--docker-config", f"{PUSH_SECRET_DIR}/{DOCKER_CONFIG_KEY}", "--credentials-optional"]
 
 
 def weights_pull_command(*, image: str | None = None, hf_repo: str | None = None, revision: str | None = None,

@@ -118,7 +118,10 @@ def tuning_job(ctx: BuildContext) -> dict[str, Any]:
             "volumeMounts": [results_mount,
                              {"name": _PUSH_SECRET, "mountPath": rt.PUSH_SECRET_DIR, "readOnly": True}],
         })
-        volumes.append({"name": _PUSH_SECRET, "secret": {"secretName": dest.image_push_secret or ""}})
+        # optional: a registry that takes anonymous pushes needs no secret, and a missing one must not hold
+        # the pod in ContainerCreating forever; the pusher says it pushed anonymously, and why a refusal was
+        volumes.append({"name": _PUSH_SECRET, "secret": {"secretName": dest.image_push_secret or "",
+                                                         "optional": True}})
     pull_secrets = ctx.image_pull_secrets() + [
         {"name": n} for n in (source.image_pull_secrets or [] if source is not None else [])]
     spec: dict[str, Any] = {

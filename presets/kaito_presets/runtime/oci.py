@@ -403,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kaito_presets.runtime.oci", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_push = sub.add_parser("push", help="push an adapter directory as an OCI image")
+    p_push.add_argument("--credentials-optional", action="store_true",
+                        help="push anonymously (saying so) when --docker-config does not exist: an optional "
+                             "secret that is missing")
     p_push.add_argument("--src", default="/mnt/results")
     p_push.add_argument("--image", required=True)
     p_push.add_argument("--model-name", required=True, help="base model (annotation sh.kaito.model.name)")
@@ -426,13 +429,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "push":
             if args.wait_for:
                 _wait_for(args.wait_for, args.wait_timeout, args.poll, args.fail_marker)
-            digest = push_adapter(
-                args.src,
-                args.image,
-                model_name=args.model_name,
-                docker_config=args.docker_config,
-                insecure=args.insecure,
-            )
+            docker_config = args.docker_config
+            if docker_config and args.credentials_optional and not Path(docker_config).exists():
+                print(json.dumps({"event": "warning", "message": f"no registry credentials at {docker_config} "
+                                  "(the image push secret does not exist): pushing anonymously"}),
+                      file=sys.stderr, flush=True)
+                docker_config = None
+            try:
+                digest = push_adapter(args.src, args.image, model_name=args.model_name, docker_config=docker_config,
+                                      insecure=args.insecure)
+            except OCIError as exc:
+                if docker_config is None and args.docker_config:
+                    raise OCIError(f"{exc} (pushed anonymously: create the image push secret with "
+                                   "credentials for this registry)") from exc
+                raise
             print(json.dumps({"event": "pushed", "image": args.image, "digest": digest}), flush=True)
         else:
             pull_adapter(args.image, args.dest, docker_config=args.docker_config, insecure=args.insecure)
