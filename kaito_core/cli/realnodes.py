@@ -100,6 +100,8 @@ class RealNodeStack:
         began = time.monotonic()
         nodes.start([NodeSpec(SYSTEM_NODE, labels={"kaito.sh/role": "system"}, images=False)])
         self._timed("system_node_s", began)
+        _say(f"real nodes: network namespace {nodes.netns.name}, folder {nodes.workdir}; local registry "
+             f"{self.registry.host} (inside the nodes: {registry_inside})")
         self.workspace_settings = WorkspaceSettings(
             image_registry="localhost",
             image_tag=runtime.rsplit(":", 1)[1],

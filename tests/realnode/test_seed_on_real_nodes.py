@@ -202,6 +202,12 @@ async def test_the_seed_workspace_serves_chat_from_a_real_node_and_leaves_nothin
             figures["node_rss_mib"] = {k: round(v / 2**20) for k, v in seed_support.node_rss_bytes(node).items()}
             kube_cluster.kubectl("delete", "pod", "seed-curl", "-n", NS, "--wait=false")
 
+            await kubelet_killed_then_restarted(kube_cluster, node, figures)
+            await bad_weights_then_fixed(kube_cluster, registry_port, tiny_model, figures)
+            await oom_killed_then_fixed(kube_cluster, figures)
+            assert [m["metadata"]["name"] for m in kubectl_json(
+                kube_cluster, "get", "machines.kaito.sh", "-l", f"kaito.sh/workspace={WS}")["items"]] == [node_name]
+
             deleting = time.monotonic()
             kube_cluster.kubectl("delete", "workspace", WS, "-n", NS, "--wait=false")
 
@@ -218,3 +224,88 @@ async def test_the_seed_workspace_serves_chat_from_a_real_node_and_leaves_nothin
         kube_cluster.kubectl("delete", "workspace", WS, "-n", NS, "--wait=false", check=False)
         kube_cluster.kubectl("delete", "pod", "seed-curl", "-n", NS, "--force", "--grace-period=0", check=False)
         nodes.stop()
+
+
+def conditions(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    ws = kubectl_json(cluster, "get", "workspace", WS, "-n", NS)
+    return {c["type"]: c for c in (ws.get("status") or {}).get("conditions") or []}
+
+
+async def until(cluster: Cluster, what: str, predicate: Any, timeout: float = 600) -> None:
+    def describe() -> str:
+        pods = kubectl_json(cluster, "get", "pods", "-n", NS, "-l", f"kaito.sh/workspace={WS}")["items"]
+        return json.dumps({"conditions": conditions(cluster), "pods": [p.get("status") for p in pods]},
+                          default=str)[-3000:]
+    await eventually(lambda: asyncio.to_thread(predicate), timeout, interval=1.0, message=what, describe=describe)
+
+
+def ready(cluster: Cluster) -> bool:
+    return conditions(cluster).get("WorkspaceReady", {}).get("status") == "True"
+
+
+def restart_pods(cluster: Cluster) -> None:
+    cluster.kubectl("delete", "pods", "-n", NS, "-l", f"kaito.sh/workspace={WS}", "--wait=false")
+
+
+async def kubelet_killed_then_restarted(cluster: Cluster, node: Any, figures: dict[str, Any]) -> None:
+    """kill -9 of the kubelet: the node goes NotReady and the Workspace says so; a restart makes it Ready."""
+    node.kill_kubelet()
+    killed = time.monotonic()
+    await until(cluster, "the Workspace to see its node NotReady", lambda: not ready(cluster), 300)
+    figures["kubelet_kill_to_workspace_not_ready_s"] = round(time.monotonic() - killed, 1)
+    said = {k: (c["status"], c.get("reason"), c.get("message", "")[:160]) for k, c in conditions(cluster).items()}
+    figures["after_kubelet_kill"] = said
+    assert said["WorkspaceReady"][0] == "False"
+    node.start_kubelet()  # from this (the test's) thread: the kubelet lives as long as it does
+    await asyncio.to_thread(node.wait_ready, 180)
+    await asyncio.to_thread(node.apply_node_status)  # the device plugin's re-registration: nvidia.com/gpu
+    restarted = time.monotonic()
+    await until(cluster, "the Workspace Ready again after the kubelet restart", lambda: ready(cluster), 600)
+    figures["kubelet_restart_to_workspace_ready_s"] = round(time.monotonic() - restarted, 1)
+
+
+async def bad_weights_then_fixed(cluster: Cluster, registry_port: int, tiny_model: Path,
+                                 figures: dict[str, Any]) -> None:
+    """The preset's artifact replaced by one of the wrong kind: the new pod's puller fails, and the Workspace
+    says why (the puller's own message); the good artifact back, the pod recovers."""
+    from kaito_presets.runtime.oci import push_adapter
+    from kaito_presets.runtime.tiny import build_tiny_adapter
+    from kaito_presets.runtime.weights import push_oci
+
+    ref = f"127.0.0.1:{registry_port}/kaito/kaito-{PRESET}:{default_catalog().model(PRESET).weights.tag}"
+    adapter = build_tiny_adapter(tiny_model, tiny_model.parent / "bad-weights-adapter")
+    push_adapter(adapter, ref, model_name=PRESET)
+    restart_pods(cluster)
+
+    def failed() -> bool:
+        inference = conditions(cluster).get("InferenceReady", {})
+        return inference.get("status") == "False" and "kaito-" + PRESET in inference.get("message", "")
+
+    await until(cluster, "InferenceReady False naming the bad artifact", failed, 300)
+    inference = conditions(cluster)["InferenceReady"]
+    figures["bad_weights"] = (inference.get("reason"), inference.get("message", "")[:240])
+    push_oci(tiny_model, ref)
+    restart_pods(cluster)
+    await until(cluster, "the Workspace Ready with the good artifact back", lambda: ready(cluster), 600)
+
+
+async def oom_killed_then_fixed(cluster: Cluster, figures: dict[str, Any]) -> None:
+    """A namespace's LimitRange gives the pods less memory than the model needs: OOMKilled, said so."""
+    limits = {"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "tiny-memory", "namespace": NS},
+              "spec": {"limits": [{"type": "Container", "default": {"memory": "150Mi"},
+                                   "defaultRequest": {"memory": "100Mi"}}]}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(limits))
+    try:
+        restart_pods(cluster)
+
+        def oom() -> bool:
+            inference = conditions(cluster).get("InferenceReady", {})
+            return inference.get("status") == "False" and "OOMKilled" in inference.get("message", "")
+
+        await until(cluster, "InferenceReady False saying OOMKilled", oom, 300)
+        inference = conditions(cluster)["InferenceReady"]
+        figures["oom"] = (inference.get("reason"), inference.get("message", "")[:240])
+    finally:
+        cluster.kubectl("delete", "limitrange", "tiny-memory", "-n", NS, "--ignore-not-found")
+    restart_pods(cluster)
+    await until(cluster, "the Workspace Ready without the memory limit", lambda: ready(cluster), 600)
