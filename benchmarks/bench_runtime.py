@@ -62,8 +62,10 @@ def main() -> int:
     import torch
     from kaito_presets.runtime.inference.base import SamplingParams, create_backend
     from kaito_presets.runtime.inference.config import load_config
-    from kaito_presets.runtime.inference.server import ServerThread, create_app
+    from kaito_presets.runtime.inference.server import create_app
     from kaito_presets.runtime.tiny import build_tiny_model
+
+    from kaito_core.testing.asgi import ServerThread
 
     torch.set_num_threads(args.threads)
     n, k = args.requests, args.max_new_tokens

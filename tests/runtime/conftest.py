@@ -104,7 +104,9 @@ def serve(model: Path, adapters_dir: Path, **extra: Any) -> Any:
     """A started ServerThread running the transformers backend on CPU (caller stops it)."""
     from kaito_presets.runtime.inference.base import create_backend
     from kaito_presets.runtime.inference.config import load_config
-    from kaito_presets.runtime.inference.server import ServerThread, create_app
+    from kaito_presets.runtime.inference.server import create_app
+
+    from kaito_core.testing.asgi import ServerThread
 
     cfg = load_config(
         None,

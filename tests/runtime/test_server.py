@@ -223,8 +223,10 @@ def test_metrics_count_requests_and_tokens(client: Any) -> None:
 def test_health_is_503_until_loaded_then_200(tiny_model: Path, tmp_path: Path) -> None:
     import httpx
     from kaito_presets.runtime.inference.config import load_config
-    from kaito_presets.runtime.inference.server import ServerThread, create_app
+    from kaito_presets.runtime.inference.server import create_app
     from kaito_presets.runtime.inference.transformers_backend import TransformersBackend
+
+    from kaito_core.testing.asgi import ServerThread
 
     gate = threading.Event()
 
@@ -252,7 +254,9 @@ def test_failed_load_reports_503_with_the_reason(tmp_path: Path) -> None:
     import httpx
     from kaito_presets.runtime.inference.base import create_backend
     from kaito_presets.runtime.inference.config import load_config
-    from kaito_presets.runtime.inference.server import ServerThread, create_app
+    from kaito_presets.runtime.inference.server import create_app
+
+    from kaito_core.testing.asgi import ServerThread
 
     cfg = load_config(None, {"model": str(tmp_path / "missing"), "adapters_dir": str(tmp_path)})
     with ServerThread(create_app(create_backend(cfg), cfg)) as srv:
@@ -266,8 +270,10 @@ def test_failed_load_reports_503_with_the_reason(tmp_path: Path) -> None:
 def test_an_internal_error_is_a_500_without_traceback(tiny_model: Path, tmp_path: Path) -> None:
     import httpx
     from kaito_presets.runtime.inference.config import load_config
-    from kaito_presets.runtime.inference.server import ServerThread, create_app
+    from kaito_presets.runtime.inference.server import create_app
     from kaito_presets.runtime.inference.transformers_backend import TransformersBackend
+
+    from kaito_core.testing.asgi import ServerThread
 
     class Broken(TransformersBackend):
         async def stream(self, *args: Any, **kwargs: Any) -> Any:

@@ -53,9 +53,12 @@ class Delta:
 
 
 class Backend(abc.ABC):
-    """Loads a model and generates from it. ``load`` may block; the rest is called on the event loop."""
+    """Loads a model and generates from it. ``load``, ``apply_chat_template`` and ``count_tokens`` may block
+    (the server calls them in a worker thread); ``stream`` is called on the event loop."""
 
     name: str = "abstract"
+    #: Generations the server admits at once (running or waiting) unless ``max_pending_requests`` says.
+    max_pending: int = 16
 
     @property
     @abc.abstractmethod

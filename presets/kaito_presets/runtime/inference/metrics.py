@@ -35,4 +35,9 @@ class InferenceMetrics:
             registry=r,
         )
         self.running = Gauge("kaito_inference_requests_running", "Generations in progress", registry=r)
+        self.pending = Gauge(
+            "kaito_inference_requests_pending",
+            "Generations admitted (running or waiting for the model); at max_pending_requests one more is a 429",
+            registry=r,
+        )
         self.loaded = Gauge("kaito_inference_model_loaded", "1 once the model is loaded and serving", registry=r)

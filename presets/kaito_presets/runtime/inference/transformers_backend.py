@@ -168,7 +168,7 @@ class TransformersBackend(Backend):
             raise BackendError("model is not loaded yet", status=503, code="model_loading")
         if self._lock is None:
             self._lock = asyncio.Lock()
-        ids = self._encode(prompt, add_special_tokens)
+        ids = await asyncio.to_thread(self._encode, prompt, add_special_tokens)  # never on the event loop
         eos = self.tokenizer.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos])
         gen_eos = getattr(self.model.generation_config, "eos_token_id", None)

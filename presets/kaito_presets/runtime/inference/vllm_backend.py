@@ -23,6 +23,7 @@ log = logging.getLogger("kaito.inference.vllm")
 
 class VLLMBackend(Backend):
     name = "vllm"
+    max_pending = 256  # vLLM batches what it is given
 
     def __init__(self, config: InferenceConfig) -> None:
         self.config = config
