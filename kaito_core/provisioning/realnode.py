@@ -19,9 +19,10 @@ provisioner makes get them, each once.
 A node takes a while (containerd, image imports: minutes for a large image,
 kubelet registration), so :meth:`create` starts it on the provisioner's own
 thread and answers "no providerID yet" until it is Ready; the Machine reconciler
-polls. Every call on the handle runs on that one thread: the kubelets and
-containerds it starts die with it (parent-death signal), so it lives as long as
-the provisioner. Needs root, like the nodes.
+polls. Every call on the handle that starts or stops a process runs on that one
+thread: the kubelets and containerds it starts die with it (parent-death
+signal), so it lives as long as the provisioner. The image imports run beside
+it, so that several nodes import at once. Needs root, like the nodes.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ class RealNodeProvisioner:
         # One thread for every call on the handle: RealNodes is not thread-safe, and the processes a
         # node starts die with the thread that started them.
         self._thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kaito-realnode")
+        # Node starts run here, hopping onto the one thread for each step that starts a process: the
+        # image imports (a minute or more each) of several nodes then overlap.
+        self._starts = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="kaito-realnode-start")
         self._starting: dict[str, concurrent.futures.Future[None]] = {}
         self._created_at: dict[str, float] = {}
         self._images_loaded = False
@@ -182,7 +186,7 @@ class RealNodeProvisioner:
                 return self._ref(name, ready=True)
             spec = self.node_spec(machine)
             self._created_at[name] = time.time()
-            future = self._thread.submit(self._start_node, spec)
+            future = self._starts.submit(self._start_node, spec)
             self._starting[name] = future
             if self._log is not None:
                 self._log.info("real node starting", node=name, machine=machine.name)
@@ -194,13 +198,22 @@ class RealNodeProvisioner:
             raise ProvisionerError(f"real node {name} did not start: {error}", retry_after=5.0)
         return self._ref(name, ready=True)
 
+    def _on_thread(self, fn: Callable[[], _T]) -> _T:
+        return self._thread.submit(fn).result()
+
     def _start_node(self, spec: NodeSpec) -> None:
         began = time.monotonic()
+        nodes = self.nodes
         try:
-            (node,) = self.nodes.start([spec], timeout=self.settings.start_timeout)
+            node = self._on_thread(lambda: nodes.begin(spec))
+            node.import_images()
+            self._on_thread(node.start_kubelet)
+            nodes.settle(node, self.settings.start_timeout)
+            self._on_thread(nodes.ensure_kube_proxy)
         except BaseException:
-            if spec.name in self.nodes.nodes:  # half-started: take it away, a retry starts afresh
-                self.nodes.remove_node(spec.name)
+            if spec.name in nodes.nodes:  # half-started: take it away, a retry starts afresh
+                nodes.keep_kubelet_log(nodes.nodes[spec.name])
+                self._on_thread(lambda: nodes.remove_node(spec.name))
             raise
         self.timings[spec.name] = {"start": time.monotonic() - began, **node.timings}
 

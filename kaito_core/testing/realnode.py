@@ -824,23 +824,10 @@ class RealNodes:
 
     def start(self, specs: Sequence[NodeSpec | str], *, timeout: float = 180) -> list[RealNode]:
         """Start one node per spec (a name alone means no labels/taints/resources), wait until all are Ready."""
-        self._prepare()
         started = []
         try:
             for item in specs:
-                spec = NodeSpec(item) if isinstance(item, str) else item
-                if spec.name in self.nodes:
-                    raise ValueError(f"node {spec.name} exists already")
-                self._next_index += 1
-                index = self._next_index
-                if index > 250:
-                    raise ValueError("at most 250 real nodes per run")
-                node = RealNode(spec, index, self)
-                self.netns.add_address(node.ip)
-                self.nodes[spec.name] = node
-                started.append(node)
-            for node in started:
-                node.start_runtime()
+                started.append(self.begin(NodeSpec(item) if isinstance(item, str) else item))
             # image imports dominate a start: the nodes do them side by side (no process
             # outlives a worker thread: see start_runtime)
             with ThreadPoolExecutor(max_workers=min(4, len(started) or 1)) as pool:
@@ -849,18 +836,46 @@ class RealNodes:
             for node in started:
                 node.start_kubelet()
             for node in started:
-                node.wait_ready(timeout)
-                node.apply_node_status()
-            if self.kube_proxy and self._kube_proxy is None:
-                self._start_kube_proxy(started[0])
+                self.settle(node, timeout)
+            self.ensure_kube_proxy()
         except BaseException:
             for node in started:
-                with contextlib.suppress(Exception):
-                    node_log = node.logs / "kubelet.log"
-                    if node_log.exists():  # the folder goes on stop; keep the log beside it
-                        shutil.copy(node_log, self.workdir.parent / f"{self.workdir.name}-{node.name}-kubelet.log")
+                self.keep_kubelet_log(node)
             raise
         return started
+
+    # A start in steps, for callers that must not hold one thread through a node's image imports (the
+    # realnode provisioner): begin and start_kubelet/ensure_kube_proxy on the thread that owns the processes
+    # (they die with it), import_images and settle on any.
+    def begin(self, spec: NodeSpec) -> RealNode:
+        """Register a node (its address, its folder) and start its containerd; not yet its kubelet."""
+        self._prepare()
+        if spec.name in self.nodes:
+            raise ValueError(f"node {spec.name} exists already")
+        self._next_index += 1
+        if self._next_index > 250:
+            raise ValueError("at most 250 real nodes per run")
+        node = RealNode(spec, self._next_index, self)
+        self.netns.add_address(node.ip)
+        self.nodes[spec.name] = node
+        node.start_runtime()
+        return node
+
+    def settle(self, node: RealNode, timeout: float = 180) -> None:
+        """Wait until a started kubelet's node is Ready, then set its labels and extended resources."""
+        node.wait_ready(timeout)
+        node.apply_node_status()
+
+    def ensure_kube_proxy(self) -> None:
+        if self.kube_proxy and self._kube_proxy is None and self.nodes:
+            self._start_kube_proxy(next(iter(self.nodes.values())))
+
+    def keep_kubelet_log(self, node: RealNode) -> None:
+        """Copy a failed node's kubelet log beside the run's folder (which goes on stop)."""
+        with contextlib.suppress(Exception):
+            node_log = node.logs / "kubelet.log"
+            if node_log.exists():
+                shutil.copy(node_log, self.workdir.parent / f"{self.workdir.name}-{node.name}-kubelet.log")
 
     def _start_kube_proxy(self, node: RealNode) -> None:
         """One kube-proxy for the whole namespace: every node shares its iptables, so one writes the rules.
