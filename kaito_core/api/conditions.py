@@ -9,6 +9,7 @@ when it changed is a simple ``!=``.
 from __future__ import annotations
 
 import datetime
+import enum
 from collections.abc import Iterable, Sequence
 from typing import Final
 
@@ -19,6 +20,7 @@ __all__ = [
     "CONDITION_TRUE",
     "CONDITION_UNKNOWN",
     "MACHINE_CONDITION_TYPES",
+    "MACHINE_TIMEOUT_REASONS",
     "WORKSPACE_CONDITION_TYPES",
     "MachineConditionType",
     "MachineReason",
@@ -27,6 +29,7 @@ __all__ = [
     "WorkspaceState",
     "get_condition",
     "is_condition_true",
+    "machine_ready",
     "now_rfc3339",
     "set_condition",
 ]
@@ -125,24 +128,81 @@ MACHINE_CONDITION_TYPES: Final = (
 )
 
 
-class MachineReason:
-    """Reasons for Machine conditions."""
+class MachineReason(enum.StrEnum):
+    """Every reason a Machine condition (and a Machine event) carries; one home, matched by member.
 
-    LAUNCHED: Final = "Launched"
-    LAUNCHING: Final = "Launching"
-    INSUFFICIENT_CAPACITY: Final = "InsufficientCapacity"
-    QUOTA_EXCEEDED: Final = "QuotaExceeded"
-    INSTANCE_TYPE_UNAVAILABLE: Final = "InstanceTypeUnavailable"
-    LAUNCH_FAILED: Final = "LaunchFailed"
-    REGISTERED: Final = "Registered"
-    NODE_NOT_FOUND: Final = "NodeNotFound"
-    INITIALIZED: Final = "Initialized"
-    NODE_NOT_READY: Final = "NodeNotReady"
-    STARTUP_TAINTS_PRESENT: Final = "StartupTaintsPresent"
-    GPUS_NOT_ALLOCATABLE: Final = "GPUsNotAllocatable"
-    READY: Final = "Ready"
-    NOT_READY: Final = "NotReady"
-    DELETING: Final = "Deleting"
+    The typed provisioner errors carry theirs (``InsufficientCapacityError.reason`` is
+    :attr:`INSUFFICIENT_CAPACITY`); a plugin's own errors may bring other strings.
+    """
+
+    # Launched
+    LAUNCHING = "Launching"
+    LAUNCHED = "Launched"
+    LAUNCH_FAILED = "LaunchFailed"
+    LAUNCH_TIMEOUT = "LaunchTimeout"
+    INSUFFICIENT_CAPACITY = "InsufficientCapacity"
+    QUOTA_EXCEEDED = "QuotaExceeded"
+    INSTANCE_TYPE_UNAVAILABLE = "InstanceTypeUnavailable"
+    INSTANCE_NOT_FOUND = "InstanceNotFound"
+    PROVISIONER_ERROR = "ProvisionerError"
+    NOT_FOUND = "NotFound"
+    RETRYABLE = "Retryable"
+    OTHER_PROVISIONER = "OtherProvisioner"
+    # Registered
+    REGISTERED = "Registered"
+    NODE_NOT_FOUND = "NodeNotFound"
+    REGISTRATION_TIMEOUT = "RegistrationTimeout"
+    # Initialized
+    INITIALIZED = "Initialized"
+    NODE_NOT_READY = "NodeNotReady"
+    GPUS_NOT_ALLOCATABLE = "GPUsNotAllocatable"
+    # Ready
+    READY = "Ready"
+    NOT_READY = "NotReady"
+    DELETING = "Deleting"
+
+    @classmethod
+    def of(cls, reason: str | None) -> MachineReason | None:
+        """The member a condition's reason string names (None for a plugin's own reason)."""
+        try:
+            return cls(reason or "")
+        except ValueError:
+            return None
+
+
+#: Reasons of a failed attempt: its False condition stays until the next attempt gets past it.
+MACHINE_TIMEOUT_REASONS: Final = frozenset({MachineReason.LAUNCH_TIMEOUT, MachineReason.REGISTRATION_TIMEOUT,
+                                            MachineReason.INSTANCE_NOT_FOUND})
+
+_MACHINE_STEPS: Final = ((MachineConditionType.LAUNCHED, "launch"), (MachineConditionType.REGISTERED, "register"),
+                         (MachineConditionType.INITIALIZED, "initialize"))
+
+
+def machine_ready(conditions: Sequence[Condition] | None, *, node_name: str | None = None,
+                  blocked: tuple[str, str] | None = None) -> tuple[ConditionStatus, str, str]:
+    """The Machine's Ready condition (status, reason, message), from Launched, Registered and Initialized.
+
+    * ``blocked`` (reason, message): what keeps the Machine from taking workloads that those three
+      do not show (it is being deleted; its Node is not Ready, cordoned or short of GPUs) wins;
+    * else the first of the three that is False, as it says;
+    * else, while one is Unknown or missing, "waiting for the node to ..." (``NotReady``), except
+      that a failed attempt's timeout already on Ready stays until this attempt gets past it;
+    * else True.
+    """
+    if blocked is not None:
+        return CONDITION_FALSE, blocked[0], blocked[1]
+    for type_, _ in _MACHINE_STEPS:
+        found = get_condition(conditions, type_)
+        if found is not None and found.status == CONDITION_FALSE:
+            return CONDITION_FALSE, found.reason or MachineReason.NOT_READY, found.message or ""
+    for type_, step in _MACHINE_STEPS:
+        found = get_condition(conditions, type_)
+        if found is None or found.status != CONDITION_TRUE:
+            ready = get_condition(conditions, MachineConditionType.READY)
+            if ready is not None and ready.status == CONDITION_FALSE and ready.reason in MACHINE_TIMEOUT_REASONS:
+                return CONDITION_FALSE, ready.reason, ready.message or ""
+            return CONDITION_FALSE, MachineReason.NOT_READY, f"waiting for the node to {step}"
+    return CONDITION_TRUE, MachineReason.READY, f"Node {node_name} is Ready" if node_name else "the node is Ready"
 
 
 def now_rfc3339() -> str:

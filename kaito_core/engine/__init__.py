@@ -54,6 +54,7 @@ from kaito_core.engine.leader import LeaderElectionLostError, LeaderElector
 from kaito_core.engine.logging import configure_logging, get_logger
 from kaito_core.engine.manager import CacheSyncTimeoutError, Manager, Runnable
 from kaito_core.engine.metrics import EngineMetrics
+from kaito_core.engine.objects import Meta, condition_of, conditions_of, meta, spec_of, status_of
 from kaito_core.engine.predicate import (
     Predicate,
     and_,
@@ -69,12 +70,13 @@ from kaito_core.engine.predicate import (
 from kaito_core.engine.queue import ShutDownError, WorkQueue
 from kaito_core.engine.ratelimit import (
     BucketRateLimiter,
+    ItemBackoff,
     ItemExponentialFailureRateLimiter,
     MaxOfRateLimiter,
     RateLimiter,
     default_rate_limiter,
 )
-from kaito_core.engine.reconcile import Reconciler, Request, Result, TerminalError
+from kaito_core.engine.reconcile import Reconciler, Request, Result, TerminalError, soonest
 from kaito_core.engine.resources import (
     CONFIGMAP,
     CRD,
@@ -147,6 +149,7 @@ __all__ = [
     "IndexFunc",
     "Informer",
     "InvalidError",
+    "ItemBackoff",
     "ItemExponentialFailureRateLimiter",
     "LabelSelector",
     "LeaderElectionLostError",
@@ -157,6 +160,7 @@ __all__ = [
     "ManagerSettings",
     "MapFunc",
     "MaxOfRateLimiter",
+    "Meta",
     "NotFoundError",
     "ObjectList",
     "PatchType",
@@ -184,6 +188,8 @@ __all__ = [
     "WorkQueue",
     "and_",
     "annotations_changed",
+    "condition_of",
+    "conditions_of",
     "configure_logging",
     "controller_owner",
     "default_rate_limiter",
@@ -193,6 +199,7 @@ __all__ = [
     "kind_of",
     "label_index",
     "labels_changed",
+    "meta",
     "not_",
     "not_just_a_heartbeat",
     "object_key",
@@ -200,5 +207,8 @@ __all__ = [
     "parse_selector",
     "predicate",
     "resource_version_changed",
+    "soonest",
+    "spec_of",
+    "status_of",
     "strip_managed_fields",
 ]

@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kaito_core.engine.objects import meta
+
 __all__ = [
     "Predicate",
     "and_",
@@ -43,25 +45,19 @@ def predicate(func: Callable[[Obj], bool], name: str | None = None) -> Predicate
                      name=name or str(getattr(func, "__name__", "predicate")))
 
 
-def _meta(obj: Obj, field: str) -> Any:
-    return (obj.get("metadata") or {}).get(field)
-
-
 def _update_only(test: Callable[[Obj, Obj], bool], name: str) -> Predicate:
     return Predicate(update=test, name=name)
 
 
 # Updates that change nothing but status/metadata bump resourceVersion, not generation.
-generation_changed = _update_only(lambda old, new: _meta(old, "generation") != _meta(new, "generation"),
+generation_changed = _update_only(lambda old, new: meta(old).generation != meta(new).generation,
                                   "generation_changed")
-labels_changed = _update_only(lambda old, new: (_meta(old, "labels") or {}) != (_meta(new, "labels") or {}),
-                              "labels_changed")
-annotations_changed = _update_only(
-    lambda old, new: (_meta(old, "annotations") or {}) != (_meta(new, "annotations") or {}),
-    "annotations_changed")
+labels_changed = _update_only(lambda old, new: meta(old).labels != meta(new).labels, "labels_changed")
+annotations_changed = _update_only(lambda old, new: meta(old).annotations != meta(new).annotations,
+                                   "annotations_changed")
 # Drops the informer's periodic resync (old is new) while keeping every real update.
 resource_version_changed = _update_only(
-    lambda old, new: _meta(old, "resourceVersion") != _meta(new, "resourceVersion"),
+    lambda old, new: meta(old).resource_version != meta(new).resource_version,
     "resource_version_changed")
 
 

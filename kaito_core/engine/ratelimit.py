@@ -4,6 +4,11 @@ The default (:func:`default_rate_limiter`) is controller-runtime's: the larger
 of a per-item exponential backoff (5 ms doubling to 1000 s) and an overall
 token bucket (10 qps, burst 100), so one broken object backs off alone while
 a mass failure cannot hammer the API server.
+
+:class:`ItemBackoff` is the same per-item doubling for a reconciler that paces its own calls
+to a slow or failing dependency (a cloud API): the first wait is the caller's (a provider's
+``retry_after``), and the earliest next try is remembered, so an unrelated event that wakes
+the reconciler cannot cut the wait short.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Protocol
 
 __all__ = [
     "BucketRateLimiter",
+    "ItemBackoff",
     "ItemExponentialFailureRateLimiter",
     "MaxOfRateLimiter",
     "RateLimiter",
@@ -96,6 +102,40 @@ class MaxOfRateLimiter:
 
     def num_requeues(self, item: Hashable) -> int:
         return max(limiter.num_requeues(item) for limiter in self.limiters)
+
+
+class ItemBackoff:
+    """Per item: ``base * 2**failures`` (``base`` given at each failure), capped at ``max_delay``,
+    and the time before which the item should not be tried again.
+
+    It is a :class:`RateLimiter` (``when(item)`` uses a base of one second), counting failures
+    with an :class:`ItemExponentialFailureRateLimiter`.
+    """
+
+    def __init__(self, max_delay: float, *, clock: Callable[[], float] = time.monotonic):
+        self.max_delay = max_delay
+        self._clock = clock
+        self._failures = ItemExponentialFailureRateLimiter(1.0, float("inf"))
+        self._not_before: dict[Hashable, float] = {}
+
+    def when(self, item: Hashable, base: float | None = None) -> float:
+        """Count one more failure of ``item``; the seconds to wait (remembered, see :meth:`remaining`)."""
+        factor = self._failures.when(item)
+        start = base if base is not None and base > 0 else 1.0
+        delay = float(min(start * factor, self.max_delay))
+        self._not_before[item] = self._clock() + delay
+        return delay
+
+    def remaining(self, item: Hashable) -> float:
+        """Seconds ``item`` must still wait (0 when it may be tried now)."""
+        return max(0.0, self._not_before.get(item, 0.0) - self._clock())
+
+    def forget(self, item: Hashable) -> None:
+        self._failures.forget(item)
+        self._not_before.pop(item, None)
+
+    def num_requeues(self, item: Hashable) -> int:
+        return self._failures.num_requeues(item)
 
 
 def default_rate_limiter() -> RateLimiter:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Reconciler", "Request", "Result", "TerminalError"]
+__all__ = ["Reconciler", "Request", "Result", "TerminalError", "soonest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,13 @@ class Result:
 
     requeue_after: float | None = None
     requeue: bool = False
+
+
+def soonest(*results: Result) -> Result:
+    """The results of sub-reconcilers as one: the shortest ``requeue_after`` of those that ask for
+    one, ``requeue`` if any asks for it (Karpenter's ``result.Min``)."""
+    waits = [r.requeue_after for r in results if r.requeue_after]
+    return Result(requeue_after=min(waits) if waits else None, requeue=any(r.requeue for r in results))
 
 
 class TerminalError(Exception):

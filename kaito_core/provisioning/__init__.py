@@ -1,16 +1,24 @@
 """Provisioning: the plugin interface through which Machines become GPU nodes.
 
-Plugins (AKS, Karpenter, third parties) import only the names below.
+Plugins (AKS, Karpenter, third parties) import only the names below (and ``kaito_core.api``'s
+labels, taint and models). ``parse_quantity`` is the catalog's (``kaito_presets``), the one
+quantity parser.
 """
 
+from kaito_presets import parse_quantity
+
 from kaito_core.provisioning.byo import BYOProvisioner, BYOSettings, NoMatchingNodeError
+from kaito_core.provisioning.handle import ProvisionerHandle
 from kaito_core.provisioning.nodes import (
     LABEL_PROVISIONER,
     MACHINE,
+    NodeCheck,
+    NodeProblem,
     allocatable_gpus,
     machine_gpu_request,
     node_is_ready,
     node_labels_for,
+    node_problem,
     node_taints_for,
     parse_count,
     parse_timestamp,
@@ -50,10 +58,13 @@ __all__ = [
     "InstanceTypeUnavailableError",
     "InsufficientCapacityError",
     "NoMatchingNodeError",
+    "NodeCheck",
+    "NodeProblem",
     "NodeRef",
     "Provisioner",
     "ProvisionerContext",
     "ProvisionerError",
+    "ProvisionerHandle",
     "ProvisionerNotFoundError",
     "ProvisionerSettings",
     "QuotaExceededError",
@@ -68,8 +79,10 @@ __all__ = [
     "machine_gpu_request",
     "node_is_ready",
     "node_labels_for",
+    "node_problem",
     "node_taints_for",
     "parse_count",
+    "parse_quantity",
     "parse_timestamp",
     "requirement_problem",
     "taint_matches",

@@ -30,12 +30,13 @@ from kaito_core.api.constants import (
 from kaito_core.api.machine import Machine
 from kaito_core.engine.client import Client
 from kaito_core.engine.errors import ConflictError, NotFoundError
+from kaito_core.engine.objects import meta, spec_of
 from kaito_core.engine.resources import NODE
 from kaito_core.provisioning.nodes import (
     LABEL_PROVISIONER,
-    allocatable_gpus,
     machine_gpu_request,
     node_is_ready,
+    node_problem,
     requirement_problem,
 )
 from kaito_core.provisioning.protocol import InsufficientCapacityError, NodeRef, ProvisionerContext
@@ -97,17 +98,15 @@ class BYOProvisioner:
 
     def problem(self, machine: Machine, node: dict[str, Any]) -> str | None:
         """Why ``node`` cannot serve ``machine`` (None when it can)."""
-        meta = node.get("metadata") or {}
-        labels: dict[str, str] = meta.get("labels") or {}
+        labels = meta(node).labels
         owner = labels.get(LABEL_MACHINE)
         if owner and owner != machine.name:
             return f"claimed by Machine {owner}"
-        if meta.get("deletionTimestamp"):
-            return "being deleted"
-        if (node.get("spec") or {}).get("unschedulable"):
-            return "cordoned"
-        if not node_is_ready(node):
-            return "not Ready"
+        # Kubernetes' own "not yet" taints do not stop a claim: the Machine waits for them to go.
+        wanted_gpus = (machine_gpu_request(machine) or 1) if self.settings.require_gpus else None
+        state = node_problem(node, gpus=wanted_gpus, settled=False)
+        if state is not None:
+            return str(state)
         wanted_type = machine.spec.instance_type
         if self.settings.match_instance_type and wanted_type and labels.get(LABEL_INSTANCE_TYPE) != wanted_type:
             return f"instance type {labels.get(LABEL_INSTANCE_TYPE) or 'unlabelled'}, not {wanted_type}"
@@ -115,25 +114,19 @@ class BYOProvisioner:
             why = requirement_problem(labels, requirement.model_dump(exclude_none=True))
             if why:
                 return why
-        if self.settings.require_gpus:
-            want = machine_gpu_request(machine) or 1
-            have = allocatable_gpus(node)
-            if have < want:
-                return f"{have} allocatable nvidia.com/gpu, needs {want}"
         return None
 
     async def _nodes(self) -> builtins.list[dict[str, Any]]:
         nodes = await self.client.list(NODE, label_selector=self.settings.node_selector)
-        return sorted(nodes.items, key=lambda n: str((n.get("metadata") or {}).get("name")))
+        return sorted(nodes.items, key=lambda n: meta(n).name)
 
     @staticmethod
     def _ref(node: dict[str, Any]) -> NodeRef:
-        meta = node.get("metadata") or {}
-        labels = meta.get("labels") or {}
-        name = str(meta.get("name"))
-        claimed = (meta.get("annotations") or {}).get(ANNOTATION_CLAIMED_AT)
+        view = meta(node)
+        labels, name = view.labels, view.name
+        claimed = view.annotations.get(ANNOTATION_CLAIMED_AT)
         return NodeRef(
-            provider_id=str((node.get("spec") or {}).get("providerID") or f"byo://{name}"),
+            provider_id=str(spec_of(node).get("providerID") or f"byo://{name}"),
             node_name=name, instance_type=labels.get(LABEL_INSTANCE_TYPE), ready=node_is_ready(node),
             labels=dict(labels), machine_name=labels.get(LABEL_MACHINE),
             created_at=float(claimed) if claimed and claimed.replace(".", "", 1).isdigit() else None)
@@ -143,22 +136,22 @@ class BYOProvisioner:
     async def create(self, machine: Machine) -> NodeRef:
         nodes = await self._nodes()
         for node in nodes:
-            if ((node.get("metadata") or {}).get("labels") or {}).get(LABEL_MACHINE) == machine.name:
+            if meta(node).labels.get(LABEL_MACHINE) == machine.name:
                 return self._ref(node)
         why: builtins.list[str] = []
         for node in nodes:
-            meta = node.get("metadata") or {}
+            name = meta(node).name
             problem = self.problem(machine, node)
             if problem:
-                why.append(f"{meta.get('name')}: {problem}")
+                why.append(f"{name}: {problem}")
                 continue
-            patch = {"metadata": {"resourceVersion": meta.get("resourceVersion"),
+            patch = {"metadata": {"resourceVersion": meta(node).resource_version,
                                   "labels": {LABEL_MACHINE: machine.name, LABEL_PROVISIONER: self.name},
                                   "annotations": {ANNOTATION_CLAIMED_AT: f"{time.time():.0f}"}}}
             try:
-                claimed = await self.client.patch(NODE, str(meta.get("name")), patch)
+                claimed = await self.client.patch(NODE, name, patch)
             except (ConflictError, NotFoundError):
-                why.append(f"{meta.get('name')}: changed while claiming it")
+                why.append(f"{name}: changed while claiming it")
                 continue
             return self._ref(claimed)
         wanted = machine.spec.instance_type or "any instance type"
@@ -183,7 +176,7 @@ class BYOProvisioner:
                                 "annotations": {ANNOTATION_CLAIMED_AT: None}}}
         for node in nodes.items:
             with contextlib.suppress(NotFoundError):
-                await self.client.patch(NODE, str(node["metadata"]["name"]), release)
+                await self.client.patch(NODE, meta(node).name, release)
 
     async def list(self) -> builtins.list[NodeRef]:
         nodes = await self.client.list(NODE, label_selector=f"{LABEL_PROVISIONER}={self.name}")

@@ -6,15 +6,23 @@
   (the reconciler finds Nodes by it, the garbage collector lists by it), the
   workspace labels say whom it serves, plus the Machine's own ``nodeLabels``/taints.
 * :func:`node_is_ready`, :func:`allocatable_gpus`, :func:`machine_gpu_request` read
-  Node and Machine dicts the same way everywhere.
+  Node and Machine dicts the same way everywhere (counts through the catalog's
+  ``parse_quantity``).
+* :func:`node_problem` is the one answer to "can this Node take a GPU workload now?":
+  the Machine reconciler asks it about its Nodes (and writes the answer into the Machine's
+  Ready condition, which the Workspace reads); for nodes a user brings (no Machine), the
+  ``byo`` provisioner and the Workspace ask it directly.
 """
 
 from __future__ import annotations
 
 import datetime
-import re
+import enum
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
+
+from kaito_presets import parse_quantity
 
 from kaito_core.api.constants import (
     GPU_RESOURCE,
@@ -29,17 +37,21 @@ from kaito_core.api.constants import (
     MACHINE_VERSION,
 )
 from kaito_core.api.machine import Machine
+from kaito_core.engine.objects import conditions_of, meta, spec_of, status_of
 from kaito_core.engine.resources import ResourceKind
 
 __all__ = [
     "EPHEMERAL_TAINT_KEYS",
     "LABEL_PROVISIONER",
     "MACHINE",
+    "NodeCheck",
+    "NodeProblem",
     "allocatable_gpus",
     "ephemeral_taints",
     "machine_gpu_request",
     "node_is_ready",
     "node_labels_for",
+    "node_problem",
     "node_taints_for",
     "parse_count",
     "parse_timestamp",
@@ -100,37 +112,79 @@ EPHEMERAL_TAINT_KEYS: Final = (
 
 def ephemeral_taints(node: Mapping[str, Any]) -> list[str]:
     """``key:effect`` of each ephemeral taint still on the Node (empty when it is clear)."""
-    return [f"{t.get('key')}:{t.get('effect')}" for t in (node.get("spec") or {}).get("taints") or ()
+    return [f"{t.get('key')}:{t.get('effect')}" for t in spec_of(node).get("taints") or ()
             if t.get("key") in EPHEMERAL_TAINT_KEYS]
 
 
 def node_is_ready(node: Mapping[str, Any]) -> bool:
     """True when the Node dict has condition Ready=True."""
-    for cond in (node.get("status") or {}).get("conditions") or ():
+    for cond in conditions_of(node):
         if cond.get("type") == "Ready":
             return bool(cond.get("status") == "True")
     return False
 
 
-_COUNT = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(k|M|G|m)?\s*$")
-_SCALE = {None: 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "m": 1e-3}
-
-
 def parse_count(value: Any) -> int:
-    """A countable quantity (``"2"``, ``2``, ``"2k"``) as an int; 0 when it is not one."""
-    if isinstance(value, bool):
+    """A countable quantity (``"2"``, ``2``, ``"2k"``) as an int; 0 when it is not one
+    (the catalog's :func:`kaito_presets.parse_quantity`)."""
+    try:
+        return parse_quantity(value)
+    except ValueError:
         return 0
-    if isinstance(value, int | float):
-        return int(value)
-    match = _COUNT.match(str(value or ""))
-    if not match:
-        return 0
-    return int(float(match.group(1)) * _SCALE[match.group(2)])
 
 
 def allocatable_gpus(node: Mapping[str, Any]) -> int:
     """``status.allocatable["nvidia.com/gpu"]`` of a Node dict (0 when absent)."""
-    return parse_count(((node.get("status") or {}).get("allocatable") or {}).get(GPU_RESOURCE))
+    return parse_count((status_of(node).get("allocatable") or {}).get(GPU_RESOURCE))
+
+
+class NodeCheck(enum.Enum):
+    """What :func:`node_problem` found wrong, in the order it looks."""
+
+    DELETING = "deleting"
+    CORDONED = "cordoned"
+    NOT_READY = "not-ready"
+    GPUS = "gpus"
+    TAINTED = "tainted"
+
+
+@dataclass(frozen=True)
+class NodeProblem:
+    """Why a Node cannot take a GPU workload now; ``str()`` is the short account (``"cordoned"``)."""
+
+    check: NodeCheck
+    text: str
+    gpus: int = 0
+    """Allocatable ``nvidia.com/gpu`` (for :attr:`NodeCheck.GPUS`)."""
+    taints: tuple[str, ...] = ()
+    """``key:effect`` of the ephemeral taints (for :attr:`NodeCheck.TAINTED`)."""
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def node_problem(node: Mapping[str, Any], *, gpus: int | None = None, settled: bool = True) -> NodeProblem | None:
+    """Why ``node`` cannot take a GPU workload now, or None when it can.
+
+    In order: it is being deleted; cordoned; not Ready; (``gpus``: fewer allocatable
+    ``nvidia.com/gpu``); (``settled``: it still carries a taint Kubernetes puts on a node it does not
+    trust yet, so a pod sent there now would be Unschedulable).
+    """
+    if meta(node).deleting:
+        return NodeProblem(NodeCheck.DELETING, "being deleted")
+    if spec_of(node).get("unschedulable"):
+        return NodeProblem(NodeCheck.CORDONED, "cordoned")
+    if not node_is_ready(node):
+        return NodeProblem(NodeCheck.NOT_READY, "not Ready")
+    if gpus is not None:
+        have = allocatable_gpus(node)
+        if have < gpus:
+            return NodeProblem(NodeCheck.GPUS, f"{have} allocatable {GPU_RESOURCE}, needs {gpus}", gpus=have)
+    if settled:
+        pending = ephemeral_taints(node)
+        if pending:
+            return NodeProblem(NodeCheck.TAINTED, f"still carries {', '.join(pending)}", taints=tuple(pending))
+    return None
 
 
 def machine_gpu_request(machine: Machine) -> int | None:

@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
+from kaito_core.api.conditions import MachineReason
+
 if TYPE_CHECKING:
     import structlog
 
@@ -99,10 +101,11 @@ class InstanceTypeInfo:
 
 
 class ProvisionerError(Exception):
-    """Base of the typed provisioner errors. ``reason`` becomes the Machine condition's reason;
-    the message is for a person: what is wrong and what to do."""
+    """Base of the typed provisioner errors. ``reason`` becomes the Machine condition's reason
+    (a :class:`~kaito_core.api.MachineReason` for ours; a plugin's own error may bring its own
+    CamelCase string); the message is for a person: what is wrong and what to do."""
 
-    reason: ClassVar[str] = "ProvisionerError"
+    reason: ClassVar[str] = MachineReason.PROVISIONER_ERROR
     retry_after: float | None = None
 
     def __init__(self, message: str, *, retry_after: float | None = None):
@@ -115,34 +118,34 @@ class ProvisionerError(Exception):
 class InsufficientCapacityError(ProvisionerError):
     """The provider has no capacity for the instance type right now (retry later or elsewhere)."""
 
-    reason = "InsufficientCapacity"
+    reason: ClassVar[str] = MachineReason.INSUFFICIENT_CAPACITY
     retry_after = 60.0
 
 
 class QuotaExceededError(ProvisionerError):
     """The subscription/account quota does not allow another node of this type."""
 
-    reason = "QuotaExceeded"
+    reason: ClassVar[str] = MachineReason.QUOTA_EXCEEDED
     retry_after = 300.0
 
 
 class InstanceTypeUnavailableError(ProvisionerError):
     """The instance type does not exist, or is restricted, in this region/zone."""
 
-    reason = "InstanceTypeUnavailable"
+    reason: ClassVar[str] = MachineReason.INSTANCE_TYPE_UNAVAILABLE
     retry_after = 600.0
 
 
 class ProvisionerNotFoundError(ProvisionerError):
     """The provider has no node for this Machine."""
 
-    reason = "NotFound"
+    reason: ClassVar[str] = MachineReason.NOT_FOUND
 
 
 class RetryableError(ProvisionerError):
     """A transient failure; retry after ``retry_after`` seconds."""
 
-    reason = "Retryable"
+    reason: ClassVar[str] = MachineReason.RETRYABLE
 
     def __init__(self, message: str, *, after: float = 5.0):
         super().__init__(message, retry_after=after)

@@ -10,10 +10,13 @@ import pytest
 from kaito_core.engine import (
     BucketRateLimiter,
     FakeClock,
+    ItemBackoff,
     ItemExponentialFailureRateLimiter,
     MaxOfRateLimiter,
+    Result,
     ShutDownError,
     WorkQueue,
+    soonest,
 )
 
 
@@ -173,6 +176,25 @@ def test_bucket_limiter_and_max_of() -> None:
     assert combined.num_requeues("a") == 2
     combined.forget("a")
     assert combined.num_requeues("a") == 0
+
+
+def test_item_backoff_starts_at_the_callers_base_and_remembers_the_wait() -> None:
+    now = [100.0]
+    backoff = ItemBackoff(5.0, clock=lambda: now[0])
+    assert [backoff.when("m", 0.25) for _ in range(3)] == [0.25, 0.5, 1.0]
+    assert backoff.remaining("m") == 1.0 and backoff.remaining("other") == 0.0
+    now[0] += 0.4
+    assert backoff.remaining("m") == pytest.approx(0.6)
+    assert backoff.when("m", 1.0) == 5.0  # 8s, capped
+    assert backoff.num_requeues("m") == 4 and backoff.when("n") == 1.0  # per item; 1s without a base
+    backoff.forget("m")
+    assert backoff.remaining("m") == 0.0 and backoff.num_requeues("m") == 0
+
+
+def test_soonest_result_of_sub_reconcilers() -> None:
+    assert soonest() == Result()
+    assert soonest(Result(), Result(requeue_after=5), Result(requeue_after=0.5)) == Result(requeue_after=0.5)
+    assert soonest(Result(), Result(requeue=True)) == Result(requeue=True)
 
 
 async def test_shutdown_wakes_getters_and_refuses_work() -> None:
