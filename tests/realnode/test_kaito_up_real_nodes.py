@@ -189,6 +189,8 @@ def test_the_three_seeds_come_up_on_real_nodes(up: Up) -> None:
 
 
 def test_the_walkthrough_curl_answers_with_a_json_result(up: Up) -> None:
+    for doc in ("README.md", "docs/quickstart.md"):  # the commands run here are the ones the docs show
+        assert WALKTHROUGH in (ROOT / doc).read_text(), doc
     svc = up.kubectl("get", "svc", WS).stdout
     assert "80/TCP,29500/TCP" in svc and "ClusterIP" in svc, svc
     began = time.monotonic()
