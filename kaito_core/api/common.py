@@ -61,17 +61,27 @@ class ObjectMeta(KubeModel):
     owner_references: list[dict[str, Any]] | None = None
 
 
+#: Bounds of a label selector in the CRDs (the validator checks keys and values as the apiserver does).
+LABEL_KEY_MAX_LENGTH = 317  # a 253-character prefix, '/', a 63-character name
+LABEL_VALUE_MAX_LENGTH = 63
+SELECTOR_MAX_ITEMS = 64
+_LABEL_VALUE: dict[str, Any] = {"type": "string", "maxLength": LABEL_VALUE_MAX_LENGTH}
+
+
 class LabelSelectorRequirement(KubeModel):
-    key: str
+    key: str = Field(json_schema_extra={"maxLength": LABEL_KEY_MAX_LENGTH})
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: list[str] | None = None
+    values: list[str] | None = Field(default=None, json_schema_extra={
+        "maxItems": SELECTOR_MAX_ITEMS, "items": _LABEL_VALUE})
 
 
 class LabelSelector(KubeModel):
     """A Kubernetes label selector (``matchLabels`` and ``matchExpressions`` are ANDed)."""
 
-    match_labels: dict[str, str] | None = None
-    match_expressions: list[LabelSelectorRequirement] | None = None
+    match_labels: dict[str, str] | None = Field(default=None, json_schema_extra={
+        "maxProperties": SELECTOR_MAX_ITEMS, "additionalProperties": _LABEL_VALUE})
+    match_expressions: list[LabelSelectorRequirement] | None = Field(
+        default=None, json_schema_extra={"maxItems": SELECTOR_MAX_ITEMS})
 
 
 class Condition(KubeModel):

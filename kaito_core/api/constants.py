@@ -29,6 +29,7 @@ __all__ = [
     "MACHINE_SINGULAR",
     "MACHINE_VERSION",
     "MAX_ADAPTERS",
+    "MAX_NODE_COUNT",
     "STORAGE_VERSION",
     "V1ALPHA1",
     "V1BETA1",
@@ -99,6 +100,8 @@ GPU_TAINT_EFFECT: Final = "NoSchedule"
 GPU_TAINT: Final = {"key": GPU_TAINT_KEY, "value": GPU_TAINT_VALUE, "effect": GPU_TAINT_EFFECT}
 
 MAX_ADAPTERS: Final = 10
+#: The most GPU nodes one Workspace may ask for (``resource.count``; the CRD and the validator say so).
+MAX_NODE_COUNT: Final = 64
 
 # Admission webhook.
 WEBHOOK_NAME: Final = "validation.workspace.kaito.sh"

@@ -100,8 +100,8 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
     return _ordered(node)
 
 
-_KEY_ORDER = ("description", "type", "format", "enum", "default", "minimum", "maxItems", "maxProperties",
-              "items", "additionalProperties", "properties", "required")
+_KEY_ORDER = ("description", "type", "format", "enum", "default", "minimum", "maximum", "maxLength", "maxItems",
+              "maxProperties", "items", "additionalProperties", "properties", "required")
 
 
 def _ordered(node: dict[str, Any]) -> dict[str, Any]:

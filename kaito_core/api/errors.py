@@ -53,6 +53,11 @@ class Rule:
     IMMUTABLE: Final = "Immutable"
     INVALID_NAME: Final = "InvalidName"
     WRONG_KIND: Final = "WrongKind"
+    POD_SECURITY: Final = "PodSecurity"  # privileged, escalation, host namespaces/ports, capabilities
+    FORBIDDEN_VOLUME: Final = "ForbiddenVolume"  # hostPath, or a volume kind off the allow-list
+    SERVICE_ACCOUNT: Final = "ServiceAccount"  # a ServiceAccount other than the namespace's default
+    TOO_MANY_NODES: Final = "TooManyNodes"  # resource.count above MAX_NODE_COUNT
+    INVALID_LABEL_SELECTOR: Final = "InvalidLabelSelector"  # keys/values the apiserver would refuse
 
 
 class Messages:

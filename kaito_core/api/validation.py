@@ -32,11 +32,13 @@ from urllib.parse import urlsplit
 from kaito_presets import RUNTIMES, Catalog, GpuSku, ModelPreset, default_catalog, format_quantity
 from pydantic import ValidationError
 
+from kaito_core.api.common import LabelSelector
 from kaito_core.api.constants import (
     ANNOTATION_BYPASS_RESOURCE_CHECKS,
     ANNOTATION_RUNTIME,
     GROUP,
     MAX_ADAPTERS,
+    MAX_NODE_COUNT,
     WORKSPACE_KIND,
     WORKSPACE_VERSIONS,
 )
@@ -53,16 +55,54 @@ from kaito_core.api.workspace import (
 )
 
 __all__ = [
+    "SAFE_VOLUME_KINDS",
     "check_workspace",
     "parse_workspace",
     "url_problem",
     "validate_workspace",
 ]
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_DECIMAL = re.compile(r"^\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*$")
-_LEGACY_IPV4 = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}$")
+# Every pattern is used with fullmatch: "$" would also match before a trailing newline.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_DECIMAL = re.compile(r"\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*")
+_LEGACY_IPV4 = re.compile(r"(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}")
+
+#: Volume kinds a Workspace's pods may use: the Pod Security "restricted" profile's list, nothing of the
+#: node (hostPath) and no network storage mounted by the node on the pod's behalf (nfs, iscsi, ...).
+SAFE_VOLUME_KINDS = ("persistentVolumeClaim", "configMap", "secret", "emptyDir", "ephemeral", "csi",
+                     "projected", "downwardAPI")
+#: Every other VolumeSource kind Kubernetes knows (refused by name; anything else is not a volume kind).
+_OTHER_VOLUME_KINDS = frozenset({
+    "hostPath", "nfs", "iscsi", "rbd", "cephfs", "glusterfs", "fc", "flexVolume", "flocker", "gitRepo",
+    "awsElasticBlockStore", "gcePersistentDisk", "azureDisk", "azureFile", "cinder", "vsphereVolume",
+    "quobyte", "photonPersistentDisk", "portworxVolume", "scaleIO", "storageos", "image",
+})
+_HOST_NAMESPACES = {
+    "hostNetwork": "the node's network namespace (every interface and port of the node)",
+    "hostPID": "the node's process namespace (every process of the node)",
+    "hostIPC": "the node's IPC namespace",
+}
+_CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
+#: The one capability a container may add (as the "restricted" profile allows): binding ports below 1024.
+_SAFE_CAPABILITIES = frozenset({"NET_BIND_SERVICE"})
+_SAFE_SECCOMP = frozenset({"RuntimeDefault", "Localhost"})
+_SAFE_SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"})
+#: Namespaced sysctls the kubelet allows every pod (the "baseline" profile's list).
+_SAFE_SYSCTLS = frozenset({
+    "kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+})
+_APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"
+_POD_ONLY = "a Workspace may run only what any pod in its namespace may run"
+_SCHEMA_BOUNDS = {
+    "string_too_long": "must be at most {max_length} characters long; shorten it",
+    "too_long": "must have at most {max_length} items; remove some",
+}
 
 _BLOCKED_HOSTS = frozenset({
     "localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback",
@@ -98,6 +138,8 @@ def _schema_message(error: Mapping[str, Any]) -> str:
         return "required field is missing; set it"
     if kind in ("model_type", "dict_type", "model_attributes_type"):
         return "must be an object (a mapping of fields)"
+    if kind in _SCHEMA_BOUNDS:
+        return _SCHEMA_BOUNDS[kind].format(max_length=(error.get("ctx") or {}).get("max_length", "?"))
     message = str(error.get("msg", "is invalid"))
     return message.replace("Input should be", "must be", 1)
 
@@ -118,6 +160,17 @@ def parse_workspace(obj: Any) -> tuple[Workspace | None, list[FieldError]]:
 # --- URLs -------------------------------------------------------------------------------------
 
 
+def _label_key_problem(key: str) -> str | None:
+    """Why ``key`` is not a label key the apiserver takes (``[prefix/]name``); None when it is one."""
+    prefix, slash, name = key.rpartition("/")
+    fine_prefix = not slash or (0 < len(prefix) <= 253 and _DNS_SUBDOMAIN.fullmatch(prefix) is not None)
+    if fine_prefix and 0 < len(name) <= 63 and _LABEL_NAME.fullmatch(name):
+        return None
+    return (f"{key!r} is not a valid label key: write an optional prefix (a lowercase DNS subdomain such as "
+            "example.com) and '/', then a name of at most 63 characters, letters, digits, '-', '_' or '.', "
+            "beginning and ending with a letter or digit")
+
+
 def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
@@ -127,7 +180,7 @@ def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             return ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
         return ip
-    if _LEGACY_IPV4.match(host):  # 127.1, 2130706433, 0x7f.0.0.1: what curl and friends accept
+    if _LEGACY_IPV4.fullmatch(host):  # 127.1, 2130706433, 0x7f.0.0.1: what curl and friends accept
         try:
             return ipaddress.IPv4Address(socket.inet_aton(host))
         except OSError:
@@ -234,7 +287,7 @@ class _Validator:
         if ws.kind != WORKSPACE_KIND:
             self.error("kind", f"{ws.kind!r} is not {WORKSPACE_KIND}", Rule.WRONG_KIND)
         name = ws.metadata.name
-        if name is not None and (len(name) > 63 or not _DNS_1035.match(name)):
+        if name is not None and (len(name) > 63 or not _DNS_1035.fullmatch(name)):
             self.error("metadata.name", f"{name!r} is not a valid Workspace name: use at most 63 lowercase "
                        "letters, digits and '-', starting with a letter (the inference Service is named "
                        "after the Workspace)", Rule.INVALID_NAME)
@@ -242,6 +295,11 @@ class _Validator:
     # resource
     def check_resource(self) -> None:
         resource = self.ws.resource
+        if resource.count > MAX_NODE_COUNT:
+            self.error("resource.count", f"{resource.count} nodes asked for; at most {MAX_NODE_COUNT} are allowed "
+                       "per Workspace; lower count, or spread the work over several Workspaces",
+                       Rule.TOO_MANY_NODES)
+        self.check_label_selector(resource.label_selector, "resource.labelSelector")
         if resource.instance_type is not None:
             if self.bypass:
                 return
@@ -259,6 +317,161 @@ class _Validator:
                        "required unless resource.preferredNodes lists existing GPU nodes; set the instance "
                        "type to provision, e.g. Standard_NC24ads_A100_v4 or g5.xlarge",
                        Rule.INSTANCE_TYPE_REQUIRED)
+
+    def check_label_selector(self, selector: LabelSelector, path: str) -> None:
+        """Keys and values as the apiserver checks them (they become the labels of the Machines' nodes)."""
+        for key, value in (selector.match_labels or {}).items():
+            problem = _label_key_problem(key)
+            if problem is not None:
+                self.error(f"{path}.matchLabels", problem, Rule.INVALID_LABEL_SELECTOR)
+            else:
+                self.check_label_value(value, f"{path}.matchLabels[{key}]")
+        for index, requirement in enumerate(selector.match_expressions or ()):
+            where = f"{path}.matchExpressions[{index}]"
+            problem = _label_key_problem(requirement.key)
+            if problem is not None:
+                self.error(f"{where}.key", problem, Rule.INVALID_LABEL_SELECTOR)
+            operator, values = requirement.operator, requirement.values or []
+            if operator in ("In", "NotIn") and not values:
+                self.error(f"{where}.values", f"required with operator {operator}: list the values to match",
+                           Rule.INVALID_LABEL_SELECTOR)
+            elif operator in ("Exists", "DoesNotExist") and values:
+                self.error(f"{where}.values", f"must be empty with operator {operator}; remove values",
+                           Rule.INVALID_LABEL_SELECTOR)
+            for number, value in enumerate(values):
+                self.check_label_value(value, f"{where}.values[{number}]")
+
+    def check_label_value(self, value: str, path: str) -> None:
+        if value and (len(value) > 63 or not _LABEL_NAME.fullmatch(value)):
+            self.error(path, f"{value!r} is not a valid label value: use at most 63 characters, letters, digits, "
+                       "'-', '_' or '.', beginning and ending with a letter or digit (or leave it empty)",
+                       Rule.INVALID_LABEL_SELECTOR)
+
+    # pods and volumes: never more than a pod of the namespace may do
+    def check_pod_template(self, template: Mapping[str, Any], path: str) -> None:
+        metadata = template.get("metadata")
+        if isinstance(metadata, Mapping) and isinstance(metadata.get("annotations"), Mapping):
+            for key, value in metadata["annotations"].items():
+                if str(key).startswith(_APPARMOR_ANNOTATION) and str(value) == "unconfined":
+                    self.error(f"{path}.metadata.annotations[{key}]", "an unconfined AppArmor profile is not "
+                               f"allowed ({_POD_ONLY}); remove the annotation", Rule.POD_SECURITY)
+        spec = template.get("spec")
+        if spec is None:
+            return
+        path = f"{path}.spec"
+        if not isinstance(spec, Mapping):
+            self.error(path, "must be an object (a PodSpec)", Rule.SCHEMA)
+            return
+        for field, what in _HOST_NAMESPACES.items():
+            if spec.get(field) not in (None, False):
+                self.error(f"{path}.{field}", f"a pod in {what} is not allowed ({_POD_ONLY}); remove {field}",
+                           Rule.POD_SECURITY)
+        for field in ("serviceAccountName", "serviceAccount"):
+            account = spec.get(field)
+            if account not in (None, "", "default"):
+                self.error(f"{path}.{field}", f"{account!r}: a Workspace's pods run as the namespace's default "
+                           f"ServiceAccount; remove {field} (give what the server needs to default, or mount a "
+                           "Secret)", Rule.SERVICE_ACCOUNT)
+        self.check_security_context(spec.get("securityContext"), f"{path}.securityContext", pod=True)
+        for field in _CONTAINER_LISTS:
+            containers = spec.get(field)
+            if containers is None:
+                continue
+            if not isinstance(containers, list):
+                self.error(f"{path}.{field}", "must be a list of containers", Rule.SCHEMA)
+                continue
+            for index, item in enumerate(containers):
+                self.check_container(item, f"{path}.{field}[{index}]")
+        volumes = spec.get("volumes")
+        if volumes is not None and not isinstance(volumes, list):
+            self.error(f"{path}.volumes", "must be a list of volumes", Rule.SCHEMA)
+        elif volumes:
+            for index, volume in enumerate(volumes):
+                self.check_volume_source(volume, f"{path}.volumes[{index}]", named=True)
+
+    def check_container(self, item: Any, path: str) -> None:
+        if not isinstance(item, Mapping):
+            self.error(path, "must be an object (a container)", Rule.SCHEMA)
+            return
+        self.check_security_context(item.get("securityContext"), f"{path}.securityContext", pod=False)
+        ports = item.get("ports")
+        for index, port in enumerate(ports if isinstance(ports, list) else ()):
+            if isinstance(port, Mapping) and port.get("hostPort") not in (None, 0):
+                self.error(f"{path}.ports[{index}].hostPort", f"a port of the node is not allowed ({_POD_ONLY}); "
+                           "remove hostPort (the Workspace's Service reaches containerPort)", Rule.POD_SECURITY)
+
+    def check_security_context(self, context: Any, path: str, *, pod: bool) -> None:
+        if context is None:
+            return
+        if not isinstance(context, Mapping):
+            self.error(path, "must be an object (a SecurityContext)", Rule.SCHEMA)
+            return
+        refuse = self.error
+        if not pod:
+            if context.get("privileged") not in (None, False):
+                refuse(f"{path}.privileged", f"privileged containers are not allowed ({_POD_ONLY}); remove "
+                       "privileged or set it to false", Rule.POD_SECURITY)
+            if context.get("allowPrivilegeEscalation") not in (None, False):
+                refuse(f"{path}.allowPrivilegeEscalation", "privilege escalation (setuid binaries, file "
+                       f"capabilities) is not allowed ({_POD_ONLY}); set it to false or remove it", Rule.POD_SECURITY)
+            capabilities = context.get("capabilities")
+            added = capabilities.get("add") if isinstance(capabilities, Mapping) else None
+            if added is not None:
+                names = [str(a) for a in added] if isinstance(added, list) else [str(added)]
+                extra = [n for n in names if n.upper().removeprefix("CAP_") not in _SAFE_CAPABILITIES]
+                if extra:
+                    refuse(f"{path}.capabilities.add", f"adds {', '.join(extra)}; added capabilities are not "
+                           f"allowed ({_POD_ONLY}); remove them (only NET_BIND_SERVICE may be added)",
+                           Rule.POD_SECURITY)
+            if context.get("procMount") not in (None, "Default"):
+                refuse(f"{path}.procMount", f"an unmasked /proc is not allowed ({_POD_ONLY}); remove it",
+                       Rule.POD_SECURITY)
+        else:
+            sysctls = context.get("sysctls")
+            for index, sysctl in enumerate(sysctls if isinstance(sysctls, list) else ()):
+                name = sysctl.get("name") if isinstance(sysctl, Mapping) else sysctl
+                if name not in _SAFE_SYSCTLS:
+                    refuse(f"{path}.sysctls[{index}]", f"sysctl {name!r} is not one every pod may set "
+                           f"({_POD_ONLY}); remove it", Rule.POD_SECURITY)
+        windows = context.get("windowsOptions")
+        if isinstance(windows, Mapping) and windows.get("hostProcess") not in (None, False):
+            refuse(f"{path}.windowsOptions.hostProcess", f"a Windows host process is not allowed ({_POD_ONLY}); "
+                   "remove it", Rule.POD_SECURITY)
+        for field in ("seccompProfile", "appArmorProfile"):
+            profile = context.get(field)
+            kind = profile.get("type") if isinstance(profile, Mapping) else None
+            if kind is not None and (kind == "Unconfined" or (field == "seccompProfile" and kind not in _SAFE_SECCOMP)):
+                refuse(f"{path}.{field}.type", f"{kind!r} is not allowed ({_POD_ONLY}); use RuntimeDefault "
+                       "(or a Localhost profile)", Rule.POD_SECURITY)
+        selinux = context.get("seLinuxOptions")
+        if isinstance(selinux, Mapping):
+            if selinux.get("type") not in (None, *_SAFE_SELINUX_TYPES):
+                refuse(f"{path}.seLinuxOptions.type", f"SELinux type {selinux.get('type')!r} is not allowed "
+                       f"({_POD_ONLY}); use container_t or remove it", Rule.POD_SECURITY)
+            for field in ("user", "role"):
+                if selinux.get(field) not in (None, ""):
+                    refuse(f"{path}.seLinuxOptions.{field}", f"setting the SELinux {field} is not allowed "
+                           f"({_POD_ONLY}); remove it", Rule.POD_SECURITY)
+
+    def check_volume_source(self, source: Any, path: str, *, named: bool) -> None:
+        """One volume (``named``: a pod's ``volumes[i]``) or a bare VolumeSource: an allowed kind, exactly one."""
+        if not isinstance(source, Mapping):
+            self.error(path, "must be an object (a volume)", Rule.SCHEMA)
+            return
+        kinds = [str(k) for k in source if not (named and k == "name")]
+        safe = ", ".join(SAFE_VOLUME_KINDS)
+        refused = [k for k in kinds if k not in SAFE_VOLUME_KINDS]
+        for kind in refused:
+            if kind in _OTHER_VOLUME_KINDS:
+                why = (" (a hostPath mounts the node's own files)" if kind == "hostPath"
+                       else " (the node would mount it for the pod)")
+                message = f"{kind} volumes are not allowed; use one of {safe}{why}"
+            else:
+                message = f"{kind!r} is not a volume kind; use one of {safe}"
+            self.error(f"{path}.{kind}", message, Rule.FORBIDDEN_VOLUME)
+        if not refused and len(kinds) != 1:
+            got = f"got {' and '.join(kinds)}" if kinds else "none is set"
+            self.error(path, f"give exactly one volume kind; {got} (one of {safe})", Rule.FORBIDDEN_VOLUME)
 
     def preset(self, spec: PresetSpec, path: str) -> ModelPreset | None:
         found = self.catalog.find_model(spec.name)
@@ -328,6 +541,8 @@ class _Validator:
             if preset is not None:
                 self.check_fit(preset, preset.inference.gpu_memory, preset.inference.gpu_count, "inference")
         self.check_runtime(preset)
+        if inference.template is not None:
+            self.check_pod_template(inference.template, "inference.template")
         if inference.adapters:
             self.check_adapters(inference.adapters, has_preset=inference.preset is not None)
 
@@ -355,7 +570,7 @@ class _Validator:
         if not name:
             self.error(f"{path}.source.name", "required: name the adapter (a DNS label such as my-adapter)",
                        Rule.ADAPTER_SOURCE)
-        elif len(name) > 63 or not _DNS_LABEL.match(name):
+        elif len(name) > 63 or not _DNS_LABEL.fullmatch(name):
             self.error(f"{path}.source.name", f"{name!r} is not a valid adapter name: use at most 63 lowercase "
                        "letters, digits and '-' (it names a container)", Rule.ADAPTER_SOURCE)
         elif name in seen:
@@ -369,7 +584,7 @@ class _Validator:
                        Rule.ADAPTER_SOURCE)
 
     def check_strength(self, strength: str, path: str) -> None:
-        value = float(strength) if _DECIMAL.match(strength) else math.nan
+        value = float(strength) if _DECIMAL.fullmatch(strength) else math.nan
         if math.isnan(value):
             self.error(path, f"{strength!r} is not a number; write a number from 0 to 1 as a string, "
                        'e.g. "0.5"', Rule.ADAPTER_STRENGTH)
@@ -423,6 +638,8 @@ class _Validator:
             problem = url_problem(url)
             if problem is not None:
                 self.error(f"tuning.input.urls[{index}]", problem[1], problem[0])
+        if source.volume_source:
+            self.check_volume_source(source.volume_source, "tuning.input.volumeSource", named=False)
 
     def check_output(self, dest: DataDestination | None) -> None:
         if dest is None:
@@ -433,6 +650,8 @@ class _Validator:
             self.error("tuning.output", "set either image or volumeSource, not both", Rule.TUNING_OUTPUT)
         elif not dest.image and not dest.volume_source:
             self.error("tuning.output", "set image (with imagePushSecret) or volumeSource", Rule.TUNING_OUTPUT)
+        if dest.volume_source:
+            self.check_volume_source(dest.volume_source, "tuning.output.volumeSource", named=False)
         if dest.image and not dest.image_push_secret:
             self.error("tuning.output.imagePushSecret",
                        f"required with tuning.output.image; name a Secret in this namespace "

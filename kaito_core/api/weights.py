@@ -42,14 +42,15 @@ WEIGHTS_KIND_VOLUME: Final = "volume"
 WeightsKind = Literal["oci", "huggingface", "volume"]
 
 _FORMS = "oci://REGISTRY/REPOSITORY:TAG, hf://ORG/NAME@REVISION or pvc://CLAIM[/SUBPATH]"
+# Every pattern is used with fullmatch: "$" would also match before a trailing newline.
 # A registry host (with an optional port), a repository path and a tag or digest.
 _OCI = re.compile(
-    r"^(?P<host>[A-Za-z0-9.\-]+(?::[0-9]{1,5})?)/(?P<repo>[a-z0-9]+(?:[._\-/][a-z0-9]+)*)"
-    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127})|@(?P<digest>sha256:[0-9a-f]{64}))$")
-_HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
-_HF_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,254}$")
-_DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-_SUBPATH = re.compile(r"^[A-Za-z0-9_.\-]+(?:/[A-Za-z0-9_.\-]+)*$")
+    r"(?P<host>[A-Za-z0-9.\-]+(?::[0-9]{1,5})?)/(?P<repo>[a-z0-9]+(?:[._\-/][a-z0-9]+)*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127})|@(?P<digest>sha256:[0-9a-f]{64}))")
+_HF_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}")
+_HF_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,254}")
+_DNS_1123 = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_SUBPATH = re.compile(r"[A-Za-z0-9_.\-]+(?:/[A-Za-z0-9_.\-]+)*")
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def parse_weights_source(value: str) -> WeightsSource:
     if not sep:
         raise ValueError(f"{value!r} has no scheme; write {_FORMS}")
     if scheme == "oci":
-        match = _OCI.match(rest)
+        match = _OCI.fullmatch(rest)
         if match is None:
             raise ValueError(f"{value!r} is not an artifact reference; write oci://REGISTRY/REPOSITORY:TAG "
                              "(e.g. oci://myregistry.azurecr.io/kaito-phi-3-mini-4k-instruct:0.2.0)")
@@ -94,18 +95,18 @@ def parse_weights_source(value: str) -> WeightsSource:
         return WeightsSource(WEIGHTS_KIND_OCI, image=rest)
     if scheme == "hf":
         repo, at, revision = rest.partition("@")
-        if not _HF_REPO.match(repo):
+        if not _HF_REPO.fullmatch(repo):
             raise ValueError(f"{value!r}: {repo!r} is not a Hugging Face repository id; write hf://ORG/NAME@REVISION")
-        if not at or not _HF_REVISION.match(revision) or ".." in revision:
+        if not at or not _HF_REVISION.fullmatch(revision) or ".." in revision:
             raise ValueError(f"{value!r} pins no revision; write hf://{repo}@REVISION with the commit to serve "
                              "(a branch name would change what is served without a change to the Workspace)")
         return WeightsSource(WEIGHTS_KIND_HUGGINGFACE, repo=repo, revision=revision)
     if scheme == "pvc":
         claim, slash, sub = rest.partition("/")
-        if not _DNS_1123.match(claim):
+        if not _DNS_1123.fullmatch(claim):
             raise ValueError(f"{value!r}: {claim!r} is not a PersistentVolumeClaim name; write pvc://CLAIM[/SUBPATH]")
         sub = sub.strip("/")
-        if slash and sub and (not _SUBPATH.match(sub) or any(part in (".", "..") for part in sub.split("/"))):
+        if slash and sub and (not _SUBPATH.fullmatch(sub) or any(part in (".", "..") for part in sub.split("/"))):
             raise ValueError(f"{value!r}: {sub!r} is not a plain relative folder inside the claim")
         return WeightsSource(WEIGHTS_KIND_VOLUME, claim=claim, sub_path=sub or None)
     raise ValueError(f"{value!r}: unknown scheme {scheme!r}; write {_FORMS}")

@@ -19,7 +19,7 @@ preserved unknown fields); :mod:`kaito_core.api.crd` turns these models into the
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 from pydantic.config import JsonDict
@@ -28,6 +28,8 @@ from kaito_core.api.common import Condition, KubeModel, LabelSelector, ObjectMet
 from kaito_core.api.constants import (
     ANNOTATION_RUNTIME,
     GROUP,
+    MAX_ADAPTERS,
+    MAX_NODE_COUNT,
     V1ALPHA1,
     WORKSPACE_API_VERSION,
     WORKSPACE_KIND,
@@ -55,6 +57,21 @@ TuningMethod = Literal["lora", "qlora"]
 
 _PRESERVE: JsonDict = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
 
+# Bounds on every free string and list of the spec: the CRD carries them (so the apiserver can bound the
+# cost of its CEL rules and refuse a megabyte of garbage) and the validator enforces the same ones.
+#: A Kubernetes object name (Secret, ConfigMap, Node), an instance type, a preset name.
+NAME_MAX_LENGTH = 253
+#: An image reference (registry, repository, tag or digest).
+IMAGE_MAX_LENGTH = 1024
+#: A URL of tuning data, a pre-signed query string included.
+URL_MAX_LENGTH = 8192
+#: Items of a list in the spec (URLs, pull secrets, preferred nodes).
+LIST_MAX_ITEMS = 100
+
+Name = Annotated[str, Field(max_length=NAME_MAX_LENGTH)]
+Image = Annotated[str, Field(max_length=IMAGE_MAX_LENGTH)]
+Url = Annotated[str, Field(max_length=URL_MAX_LENGTH)]
+
 
 def _cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
     entry: JsonDict = {"rule": rule, "message": message}
@@ -78,23 +95,24 @@ class ResourceSpec(KubeModel):
              Messages.IMMUTABLE, ".labelSelector"),
     ]})
 
-    count: int = Field(default=1, ge=1, description="Number of GPU nodes.")
-    instance_type: str | None = Field(
+    count: int = Field(default=1, ge=1, json_schema_extra={"maximum": MAX_NODE_COUNT},
+                       description=f"Number of GPU nodes (at most {MAX_NODE_COUNT}).")
+    instance_type: Name | None = Field(
         default=None,
         description="GPU instance type (VM size) of the nodes, e.g. Standard_NC6s_v3 or g5.xlarge. "
                     "Immutable.")
     label_selector: LabelSelector = Field(
         description="Labels the GPU nodes must carry; nodes kaito-core provisions get them. Immutable.")
-    preferred_nodes: list[str] | None = Field(
-        default=None,
+    preferred_nodes: list[Name] | None = Field(
+        default=None, max_length=LIST_MAX_ITEMS,
         description="Existing nodes to use first, by name; nodes without the labels are ignored.")
 
 
 class PresetOptions(KubeModel):
-    image: str | None = Field(default=None, description="Model image to use (required with accessMode private).")
-    image_pull_secrets: list[str] | None = Field(
-        default=None, description="Secrets in this namespace for pulling the model image.")
-    model_access_secret: str | None = Field(
+    image: Image | None = Field(default=None, description="Model image to use (required with accessMode private).")
+    image_pull_secrets: list[Name] | None = Field(
+        default=None, max_length=LIST_MAX_ITEMS, description="Secrets in this namespace for pulling the model image.")
+    model_access_secret: Name | None = Field(
         default=None,
         description="Secret in this namespace with a Hugging Face token (key HF_TOKEN); "
                     "required for gated models.")
@@ -103,7 +121,7 @@ class PresetOptions(KubeModel):
 class PresetSpec(KubeModel):
     """A model from the preset catalog (`kaito presets` lists them)."""
 
-    name: str = Field(description="Name of the model preset, e.g. phi-3-mini-4k-instruct.")
+    name: Name = Field(description="Name of the model preset, e.g. phi-3-mini-4k-instruct.")
     access_mode: AccessMode = Field(
         default="public",
         description="public: kaito-core's image or weights; private: your image in presetOptions.image.")
@@ -113,15 +131,16 @@ class PresetSpec(KubeModel):
 class DataSource(KubeModel):
     """Where data comes from: URLs, an image, or a volume (exactly one for tuning input)."""
 
-    name: str | None = Field(
+    name: Name | None = Field(
         default=None, description="Name of the data; for adapters also the container name (DNS label).")
-    urls: list[str] | None = Field(default=None, description="Public http(s) URLs of the data files.")
+    urls: list[Url] | None = Field(default=None, max_length=LIST_MAX_ITEMS,
+                                   description="Public http(s) URLs of the data files.")
     volume_source: dict[str, Any] | None = Field(
         default=None, description="A Kubernetes VolumeSource holding the data.",
         json_schema_extra=_PRESERVE)
-    image: str | None = Field(default=None, description="An image with the data under /data.")
-    image_pull_secrets: list[str] | None = Field(
-        default=None, description="Secrets in this namespace for pulling the image.")
+    image: Image | None = Field(default=None, description="An image with the data under /data.")
+    image_pull_secrets: list[Name] | None = Field(
+        default=None, max_length=LIST_MAX_ITEMS, description="Secrets in this namespace for pulling the image.")
 
 
 class DataDestination(KubeModel):
@@ -130,15 +149,15 @@ class DataDestination(KubeModel):
     volume_source: dict[str, Any] | None = Field(
         default=None, description="A Kubernetes VolumeSource to write the output to.",
         json_schema_extra=_PRESERVE)
-    image: str | None = Field(default=None, description="Image to push the adapter to.")
-    image_push_secret: str | None = Field(
+    image: Image | None = Field(default=None, description="Image to push the adapter to.")
+    image_push_secret: Name | None = Field(
         default=None, description="Secret in this namespace that can push to the output image's registry.")
 
 
 class AdapterSpec(KubeModel):
     source: DataSource | None = Field(default=None, description="Where the adapter comes from (an image).")
     strength: str | None = Field(
-        default=None,
+        default=None, max_length=32,
         description='Multiplier for the adapter weights, a number from 0 to 1 written as a string ("0.5").')
 
 
@@ -156,10 +175,12 @@ class InferenceSpec(KubeModel):
     template: dict[str, Any] | None = Field(
         default=None, description="A PodTemplateSpec running your own inference server.",
         json_schema_extra=_PRESERVE)
-    config: str | None = Field(
+    config: Name | None = Field(
         default=None, description="ConfigMap in this namespace with inference arguments.")
+    # maxItems in the CRD only: the validator says "at most 10" in its own words (TooManyAdapters)
     adapters: list[AdapterSpec] | None = Field(
-        default=None, description="LoRA adapters to load on top of the preset (at most 10).")
+        default=None, json_schema_extra={"maxItems": MAX_ADAPTERS},
+        description=f"LoRA adapters to load on top of the preset (at most {MAX_ADAPTERS}).")
 
 
 class TuningSpec(KubeModel):
@@ -174,7 +195,7 @@ class TuningSpec(KubeModel):
     preset: PresetSpec | None = None
     method: TuningMethod = Field(
         default="lora", description="lora, or qlora (4-bit base model: less GPU memory). Immutable.")
-    config: str | None = Field(default=None, description="ConfigMap in this namespace with tuning arguments.")
+    config: Name | None = Field(default=None, description="ConfigMap in this namespace with tuning arguments.")
     input: DataSource | None = Field(default=None, description="Training data: urls, image or volumeSource.")
     output: DataDestination | None = Field(
         default=None, description="Where the adapter goes: image (+ imagePushSecret) or volumeSource.")
