@@ -41,12 +41,14 @@ __all__ = [
     "ALL_BINARIES",
     "CONTAINERD_BINARIES",
     "CONTAINERD_VERSION",
+    "COREDNS_VERSION",
     "KUBERNETES_BINARIES",
     "NODE_BINARIES",
     "NODE_KUBERNETES_BINARIES",
     "ToolchainMissingError",
     "asset_dir",
     "containerd_dir",
+    "coredns_dir",
     "ensure_binaries",
     "ensure_node_binaries",
     "ensure_pause_binary",
@@ -62,7 +64,10 @@ OPTIONAL_BINARIES = ("helm",)
 NODE_KUBERNETES_BINARIES = ("kubelet", "kube-proxy")
 CONTAINERD_VERSION = "v2.2.1"
 CONTAINERD_BINARIES = ("containerd", "ctr", "containerd-shim-runc-v2")
-NODE_BINARIES = (*NODE_KUBERNETES_BINARIES, *CONTAINERD_BINARIES)
+# Cluster DNS of the real nodes (Services and pods by name, as distributed inference's MASTER_ADDR
+# needs): CoreDNS, what kubeadm and AKS run, built from the Go module proxy like containerd.
+COREDNS_VERSION = "v1.15.0"
+NODE_BINARIES = (*NODE_KUBERNETES_BINARIES, *CONTAINERD_BINARIES, "coredns")
 # Storage and snapshot drivers a test node never uses (they need cgo or kernel headers).
 CONTAINERD_BUILD_TAGS = "no_btrfs no_devmapper no_zfs"
 
@@ -93,6 +98,11 @@ def asset_dir() -> Path:
         return Path(assets)
     key = f"k8s-{KUBERNETES_VERSION}_etcd-{ETCD_VERSION}_kwok-{KWOK_VERSION}"
     return cache_root() / "bin" / key
+
+
+def coredns_dir() -> Path:
+    """The folder holding coredns (keyed by its version)."""
+    return cache_root() / "bin" / f"coredns-{COREDNS_VERSION}"
 
 
 def containerd_dir() -> Path:
@@ -240,6 +250,22 @@ def _build_kubernetes(
     staging_dir.rmdir()
 
 
+def _build_coredns(go: str, out: Path, src: Path, progress: Progress) -> None:
+    """CoreDNS with its default plugins (kubernetes, cache, errors, ...): one ``go install``."""
+    src.mkdir(parents=True, exist_ok=True)
+    staging_dir = out / ".partial"
+    staging_dir.mkdir(parents=True, exist_ok=True)
+    _run(
+        [go, "install", "-trimpath", "-ldflags", "-s -w", f"github.com/coredns/coredns@{COREDNS_VERSION}"],
+        src,
+        progress,
+        f"build coredns {COREDNS_VERSION}",
+        extra_env={"GOBIN": str(staging_dir), "CGO_ENABLED": "0"},
+    )
+    os.replace(staging_dir / "coredns", out / "coredns")
+    staging_dir.rmdir()
+
+
 def _build_containerd(go: str, out: Path, src: Path, progress: Progress) -> None:
     """containerd, ctr and the runc v2 shim: one ``go install`` of its three commands."""
     src.mkdir(parents=True, exist_ok=True)
@@ -369,7 +395,7 @@ def ensure_binaries(names: tuple[str, ...] = ALL_BINARIES, progress: Progress | 
 
 
 def ensure_node_binaries(progress: Progress | None = None) -> dict[str, Path]:
-    """Build what a real node needs (kubelet, kube-proxy, containerd, ctr, the runc shim).
+    """Build what a real node needs (kubelet, kube-proxy, containerd, ctr, the runc shim, coredns).
 
     Returns the path of each binary by name. kubelet and kube-proxy sit beside the
     control plane in :func:`asset_dir` (same release, same wrapper module); containerd
@@ -380,6 +406,7 @@ def ensure_node_binaries(progress: Progress | None = None) -> dict[str, Path]:
     ctrd_out = containerd_dir()
     paths = {name: kube_out / name for name in NODE_KUBERNETES_BINARIES}
     paths.update({name: ctrd_out / name for name in CONTAINERD_BINARIES})
+    paths["coredns"] = coredns_dir() / "coredns"
     if all(path.exists() for path in paths.values()):
         return paths
     kube_missing = tuple(name for name in NODE_KUBERNETES_BINARIES if not paths[name].exists())
@@ -403,6 +430,11 @@ def ensure_node_binaries(progress: Progress | None = None) -> dict[str, Path]:
             if not all(paths[name].exists() for name in CONTAINERD_BINARIES):
                 report(f"building containerd {CONTAINERD_VERSION} into {ctrd_out}")
                 _build_containerd(go, ctrd_out, src_root / f"containerd-{CONTAINERD_VERSION}", report)
+    if not paths["coredns"].exists():
+        with _build_lock(coredns_dir()):
+            if not paths["coredns"].exists():
+                report(f"building coredns {COREDNS_VERSION} into {coredns_dir()}")
+                _build_coredns(go, coredns_dir(), src_root / f"coredns-{COREDNS_VERSION}", report)
     return paths
 
 

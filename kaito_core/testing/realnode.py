@@ -82,6 +82,8 @@ from kaito_core.testing.netns import NetworkNamespace, list_kaito_netns
 from kaito_core.testing.process import ManagedProcess, wait_until
 
 __all__ = [
+    "CLUSTER_DNS_IP",
+    "HOST_SERVICES_IP",
     "NodeSpec",
     "RealNode",
     "RealNodes",
@@ -97,6 +99,9 @@ NODE_NET = "10.231.0"
 POD_NET = "10.232"
 #: The namespace's address where :meth:`RealNodes.expose_host_port` makes host ports reachable (pods too).
 HOST_SERVICES_IP = f"{NODE_NET}.254"
+#: The cluster DNS (CoreDNS) every node's pods are told to use (the kubelet's ``clusterDNS``).
+CLUSTER_DNS_IP = f"{NODE_NET}.253"
+CLUSTER_DOMAIN = "cluster.local"
 _TASK_DIR = "io.containerd.runtime.v2.task"
 _K8S_NS = "k8s.io"
 
@@ -394,6 +399,9 @@ imports = []
             "containerRuntimeEndpoint": f"unix://{self.socket}",
             "podLogsDir": str(self.pod_logs_dir),
             "resolvConf": "",
+            # pods resolve Services and pods by name (distributed inference's MASTER_ADDR, a headless
+            # Service); names outside the cluster resolve nowhere: nothing leaves the machine
+            **({"clusterDNS": [CLUSTER_DNS_IP], "clusterDomain": CLUSTER_DOMAIN} if owner.cluster_dns else {}),
             "makeIPTablesUtilChains": False,
             "registerNode": True,
             "registerWithTaints": [dict(t) for t in self.spec.taints],
@@ -690,7 +698,8 @@ def sweep_stale_runs() -> list[str]:
 class RealNodes:
     """Start real nodes against a control plane; :meth:`stop` removes everything they made."""
 
-    def __init__(self, kubeconfig: Path, workdir: Path | None = None, *, kube_proxy: bool = True):
+    def __init__(self, kubeconfig: Path, workdir: Path | None = None, *, kube_proxy: bool = True,
+                 cluster_dns: bool = True):
         if os.geteuid() != 0:
             raise PermissionError("real nodes need root (network namespaces, mounts, cgroups)")
         self.cluster = _read_kubeconfig(kubeconfig)
@@ -710,6 +719,9 @@ class RealNodes:
         self.kube_proxy = kube_proxy
         """Run one kube-proxy (iptables mode, inside the namespace) so pods reach Services' ClusterIPs."""
         self._kube_proxy: ManagedProcess | None = None
+        self.cluster_dns = cluster_dns
+        """Run CoreDNS (inside the namespace, at ``CLUSTER_DNS_IP``) for the pods' Service and pod names."""
+        self._dns: ManagedProcess | None = None
         self.timings: dict[str, float] = {}
 
     def kubectl(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -867,8 +879,50 @@ class RealNodes:
         node.apply_node_status()
 
     def ensure_kube_proxy(self) -> None:
-        if self.kube_proxy and self._kube_proxy is None and self.nodes:
-            self._start_kube_proxy(next(iter(self.nodes.values())))
+        """The namespace's shared services, once a node exists: kube-proxy and the cluster DNS."""
+        if not self.nodes:
+            return
+        first = next(iter(self.nodes.values()))
+        if self.kube_proxy and self._kube_proxy is None:
+            self._start_kube_proxy(first)
+        if self.cluster_dns and self._dns is None:
+            self._start_cluster_dns(first)
+
+    def _start_cluster_dns(self, node: RealNode) -> None:
+        """CoreDNS's ``kubernetes`` plugin answers ``cluster.local`` (Services, headless pods, reverse
+        lookups) from the apiserver; every other name is refused (no ``forward``: no way out)."""
+        folder = self.workdir / "coredns"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(node.root / "kubelet.kubeconfig", folder / "kubeconfig")  # outlives remove_node
+        if f"{CLUSTER_DNS_IP}/" not in self.netns.ip("-o", "addr", "show", "dev", self.netns.NODE_DEVICE):
+            self.netns.add_address(CLUSTER_DNS_IP)
+        (folder / "Corefile").write_text(f"""{CLUSTER_DOMAIN}:53 in-addr.arpa:53 ip6.arpa:53 {{
+    bind {CLUSTER_DNS_IP}
+    errors
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        kubeconfig {folder / "kubeconfig"} local
+        pods insecure
+        ttl 5
+    }}
+    health 127.0.0.1:10254
+    cache 5
+}}
+""")
+        proc = ManagedProcess(
+            "coredns", [*self.netns.exec_prefix(), str(self.binaries["coredns"]), "-conf", str(folder / "Corefile")],
+            folder)
+        proc.start()
+        self._dns = proc
+
+        def healthy() -> bool:
+            proc.check_alive()
+            probe = subprocess.run(
+                [*self.netns.exec_prefix(), "python3", "-c",
+                 "import urllib.request;urllib.request.urlopen('http://127.0.0.1:10254/health',timeout=2)"],
+                capture_output=True)
+            return probe.returncode == 0
+
+        wait_until(healthy, 60, "coredns /health", interval=0.5)
 
     def keep_kubelet_log(self, node: RealNode) -> None:
         """Copy a failed node's kubelet log beside the run's folder (which goes on stop)."""
@@ -935,6 +989,9 @@ class RealNodes:
         if self._kube_proxy is not None:
             self._kube_proxy.stop()
             self._kube_proxy = None
+        if self._dns is not None:
+            self._dns.stop()
+            self._dns = None
         for node in self.nodes.values():
             node.stop()
         if delete_nodes and self.kubectl_binary is not None:

@@ -202,6 +202,13 @@ def test_the_walkthrough_curl_answers_with_a_json_result(up: Up) -> None:
     assert isinstance(answer["Result"], str) and answer["Result"], answer
     assert answer["model"] == "phi-3-mini-4k-instruct"
     assert up.kubectl("get", "pod", "curl", check=False).returncode != 0  # --rm took it away
+    # the Service by its name too (the cluster DNS), from a pod of another namespace
+    up.kubectl("create", "namespace", "elsewhere")
+    by_name = up.kubectl("run", "-i", "--rm", "--restart=Never", "byname", "-n", "elsewhere",
+                         "--image=curlimages/curl", "--", "curl", "-sS", "-X", "POST",
+                         f"http://{WS}.default.svc.cluster.local/chat", "-H", "Content-Type: application/json",
+                         "-d", '{"prompt":"YOUR QUESTION HERE"}', check=False, timeout=180)
+    assert '"Result"' in by_name.stdout, (by_name.stdout, by_name.stderr)
     (pod,) = up.pods(WS)
     up.figures["gpu_node_rss_mib"] = {
         k: round(v / 2**20) for k, v in seed_support.folder_rss_bytes(up.folder / pod["spec"]["nodeName"]).items()}

@@ -18,6 +18,7 @@ from kaito_core.testing.netns import list_kaito_netns
 from kaito_core.testing.nodes import GPU_RESOURCE, GPU_TAINT
 from kaito_core.testing.process import wait_until
 from kaito_core.testing.realnode import (
+    CLUSTER_DNS_IP,
     NodeSpec,
     RealNodes,
     cgroup_dirs,
@@ -154,6 +155,24 @@ def test_a_pod_of_curlimages_curl_pulls_from_the_local_registry_through_the_node
             return next((s["waiting"].get("reason", "") for s in states if "waiting" in s), "")
 
         wait_until(lambda: waiting_reason() in ("ErrImagePull", "ImagePullBackOff"), 120, "the pull to fail")
+
+
+def test_pods_resolve_services_by_name_and_nothing_outside_the_cluster(
+    real_nodes: RealNodes, kube_cluster: Cluster, namespace: str, curl_image: str
+) -> None:
+    """The cluster DNS (CoreDNS in the namespace): Services by short and full name; other names resolve nowhere."""
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "named"},
+               "spec": {"selector": {"app": "nobody"}, "ports": [{"port": 80}]}}
+    kube_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(service))
+    cluster_ip = kubectl_json(kube_cluster, "get", "service", "named", "-n", namespace)["spec"]["clusterIP"]
+    script = ("getent hosts named | cut -d' ' -f1; getent hosts kubernetes.default.svc.cluster.local | cut -d' ' -f1;"
+              " getent hosts huggingface.co || echo unresolved; grep ^nameserver /etc/resolv.conf")
+    manifest = pod_manifest("resolver", GPU_NODE, curl_image, {"name": "main", "command": ["sh", "-c", script]})
+    kube_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+    wait_until(lambda: kubectl_json(kube_cluster, "get", "pod", "resolver", "-n", namespace)["status"]
+               .get("phase") in ("Succeeded", "Failed"), 120, "the resolver pod", interval=0.5)
+    lines = real_nodes[GPU_NODE].pod_log(namespace, "resolver", "main").split("\n")
+    assert lines[:4] == [cluster_ip, "10.96.0.1", "unresolved", f"nameserver {CLUSTER_DNS_IP}"], lines
 
 
 def test_a_long_running_pod_gets_ready_by_an_exec_probe(
