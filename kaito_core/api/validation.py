@@ -12,9 +12,10 @@ Anything at all may be passed in (a dict from YAML, garbage); the only exception
 and :func:`validate_workspace` raises nothing.
 
 URL checks look at the URL only: the scheme must be http(s), and hosts given as IP
-literals must be public (not loopback, private, link-local, cloud metadata...),
-and well-known local or metadata host names (localhost, metadata.google.internal,
-*.svc, *.internal, ...) are refused. Names are not resolved: a public name that
+literals must be public by :func:`kaito_presets.egress.address_problem` (the check the
+downloader makes too: not loopback, private, link-local, cloud platform addresses, nor
+any of those inside an IPv6 form), and well-known local or metadata host names
+(localhost, metadata.google.internal, *.svc, *.internal, ...) are refused. Names are not resolved: a public name that
 resolves to a private address passes here; the download runs in the tuning pod,
 where network policy is the control for that.
 """
@@ -30,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kaito_presets import RUNTIMES, Catalog, GpuSku, ModelPreset, default_catalog, format_quantity
+from kaito_presets.egress import address_problem, redact_url
 from pydantic import ValidationError
 
 from kaito_core.api.common import LabelSelector
@@ -111,12 +113,6 @@ _BLOCKED_HOSTS = frozenset({
     "kubernetes", "kubernetes.default",
 })
 _BLOCKED_SUFFIXES = (".localhost", ".localdomain", ".local", ".internal", ".svc", ".cluster.local")
-_METADATA_IPS = frozenset({
-    ipaddress.ip_address("169.254.169.254"),  # AWS, Azure, GCP, OpenStack
-    ipaddress.ip_address("169.254.170.2"),  # AWS ECS task metadata
-    ipaddress.ip_address("fd00:ec2::254"),  # AWS over IPv6
-    ipaddress.ip_address("100.100.100.200"),  # Alibaba Cloud
-})
 
 
 # --- parsing ----------------------------------------------------------------------------------
@@ -173,13 +169,9 @@ def _label_key_problem(key: str) -> str | None:
 
 def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
+        return ipaddress.ip_address(host.split("%", 1)[0])  # address_problem looks inside ::ffff:10.0.0.1
     except ValueError:
         pass
-    else:
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            return ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
-        return ip
     if _LEGACY_IPV4.fullmatch(host):  # 127.1, 2130706433, 0x7f.0.0.1: what curl and friends accept
         try:
             return ipaddress.IPv4Address(socket.inet_aton(host))
@@ -188,45 +180,33 @@ def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
     return None
 
 
-def _ip_problem(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-    if ip in _METADATA_IPS:
-        return "a cloud metadata address"
-    if ip.is_loopback:
-        return "a loopback address"
-    if ip.is_link_local:
-        return "a link-local address"
-    if ip.is_unspecified:
-        return "an unspecified address"
-    if ip.is_multicast:
-        return "a multicast address"
-    if ip.is_private:
-        return "a private address"
-    if not ip.is_global:
-        return "a non-public address"
-    return None
-
-
 def url_problem(url: str) -> tuple[str, str] | None:
-    """Why ``url`` may not be downloaded from, as (rule, message); None when it is fine."""
+    """Why ``url`` may not be downloaded from, as (rule, message); None when it is fine.
+
+    The message shows the URL without its query string (:func:`kaito_presets.egress.redact_url`): it
+    reaches the Workspace's status, Events and the webhook's log, and a pre-signed URL's credentials
+    live there.
+    """
+    shown = redact_url(url)
     try:
         parts = urlsplit(url.strip())
         host = (parts.hostname or "").rstrip(".").lower()
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
-        return Rule.INVALID_URL, f"{url!r} is not a valid URL; give a public http:// or https:// URL"
+        return Rule.INVALID_URL, f"{shown!r} is not a valid URL; give a public http:// or https:// URL"
     if parts.scheme.lower() not in ("http", "https"):
-        return Rule.INVALID_URL, f"{url!r} is not an http(s) URL; give a public http:// or https:// URL"
+        return Rule.INVALID_URL, f"{shown!r} is not an http(s) URL; give a public http:// or https:// URL"
     if not host:
-        return Rule.INVALID_URL, f"{url!r} has no host; give a public http:// or https:// URL"
+        return Rule.INVALID_URL, f"{shown!r} has no host; give a public http:// or https:// URL"
     ip = _ip_literal(host)
     if ip is not None:
-        problem = _ip_problem(ip)
+        problem = address_problem(ip)
         if problem:
-            return Rule.FORBIDDEN_URL, (f"{url!r} points at {problem} ({ip}); give a public URL "
+            return Rule.FORBIDDEN_URL, (f"{shown!r} points at {problem}; give a public URL "
                                         "(data inside the cluster can come from an image or a volumeSource)")
         return None
     if host in _BLOCKED_HOSTS or host.endswith(_BLOCKED_SUFFIXES):
-        return Rule.FORBIDDEN_URL, (f"{url!r} points at {host!r}, a local, in-cluster or cloud metadata host; "
+        return Rule.FORBIDDEN_URL, (f"{shown!r} points at {host!r}, a local, in-cluster or cloud metadata host; "
                                     "give a public URL (in-cluster data can come from an image or a volumeSource)")
     return None
 

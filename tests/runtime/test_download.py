@@ -4,7 +4,9 @@ limit and retries. Loopback is refused by default, so the positive cases pass th
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -56,6 +58,18 @@ class _Handler(BaseHTTPRequestHandler):
             for _ in range(64):
                 self.wfile.write(b"y" * 1024)
             self.close_connection = True
+        elif path == "/drip":  # a body dripped one byte at a time: every read is well inside the socket timeout
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            try:
+                for _ in range(100000):
+                    self.wfile.write(b"z")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:
+                pass
+            self.close_connection = True
         elif path == "/to-metadata":
             self._send(302, headers={"Location": "http://169.254.169.254/latest/meta-data/"})
         elif path == "/to-local":
@@ -104,6 +118,12 @@ def test_downloads_with_the_allow_list(http_server: tuple[str, dict[str, int]], 
         "http://100.64.0.1/x.parquet",
         "http://0.0.0.0:{port}/x",
         "http://[::ffff:127.0.0.1]:{port}/x",
+        "http://[::127.0.0.1]:{port}/x",
+        "http://[::ffff:0:127.0.0.1]:{port}/x",
+        "http://[64:ff9b::127.0.0.1]:{port}/x",
+        "http://[2002:7f00:1::1]:{port}/x",
+        "http://[::169.254.169.254]/latest/meta-data/",
+        "http://168.63.129.16/machine?comp=goalstate",
         "file:///etc/passwd",
         "ftp://example.com/x.parquet",
     ],
@@ -165,3 +185,51 @@ def test_cli_refuses_loopback(
     assert main(["--dest", str(tmp_path), "--attempts", "1", f"{url}/data/train.parquet"]) == 1
     assert "not a public address" in capsys.readouterr().err
     assert hits == {}
+
+
+def test_a_dripped_body_meets_the_total_deadline(http_server: tuple[str, dict[str, int]], tmp_path: Path) -> None:
+    from kaito_presets.runtime.download import DeadlineExceeded, download
+
+    url, hits = http_server
+    start = time.monotonic()
+    with pytest.raises(DeadlineExceeded, match=r"did not finish within 1\.0 s"):
+        download(f"{url}/drip", tmp_path, timeout=5, deadline=1.0, attempts=3, backoff=0.01, allow_networks=LOOPBACK)
+    assert time.monotonic() - start < 3.5, "the deadline is total, not per read"
+    assert hits["/drip"] == 1, "a file past its deadline is not tried again"
+    assert list(tmp_path.iterdir()) == [], "no partial file may be left behind"
+
+
+def test_the_deadline_covers_the_retries(http_server: tuple[str, dict[str, int]], tmp_path: Path) -> None:
+    from kaito_presets.runtime.download import DeadlineExceeded, download
+
+    url, _ = http_server
+    start = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        download(f"{url}/down", tmp_path, attempts=10, backoff=1.0, deadline=1.5, allow_networks=LOOPBACK)
+    assert time.monotonic() - start < 3.0
+
+
+def test_logs_and_errors_never_show_a_query_string(
+    http_server: tuple[str, dict[str, int]], tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from kaito_presets.runtime.download import DownloadError, download, main
+
+    url, _ = http_server
+    caplog.set_level(logging.DEBUG, logger="kaito.download")
+    download(f"{url}/data/train.parquet?sig=SECRET", tmp_path, allow_networks=LOOPBACK)
+    with pytest.raises(DownloadError) as raised:
+        download(f"{url}/missing?sig=SECRET", tmp_path, attempts=2, backoff=0.01, allow_networks=LOOPBACK)
+    assert "SECRET" not in str(raised.value) and "?REDACTED" in str(raised.value)
+    with pytest.raises(DownloadError) as raised:
+        download(f"{url}/down?sig=SECRET", tmp_path, attempts=2, backoff=0.01, allow_networks=LOOPBACK)
+    assert "SECRET" not in str(raised.value)
+    assert main(["--dest", str(tmp_path), "--attempts", "1", f"{url}/x?sig=SECRET"]) == 1
+    assert "SECRET" not in caplog.text and "train.parquet?REDACTED" in caplog.text
+    assert "SECRET" not in capsys.readouterr().err
+
+
+def test_cli_takes_the_deadline() -> None:
+    from kaito_presets.runtime.download import build_parser
+
+    assert build_parser().parse_args(["--deadline", "90", "https://example.com/d"]).deadline == 90.0

@@ -285,3 +285,23 @@ def test_scaling_labelled_nodes_changes_replicas_not_the_template() -> None:
         "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert terms[1:] == [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["byo-1"]}]}]
     assert "matchExpressions" in terms[0]
+
+
+def test_a_tuning_job_has_a_deadline_and_its_downloader_one_per_file() -> None:
+    settings = WorkspaceSettings()
+    job = tuning_job(ctx_for(tuning_ws()))
+    assert job["spec"]["activeDeadlineSeconds"] == settings.tuning_active_deadline_seconds == 2 * 24 * 3600
+    init = job["spec"]["template"]["spec"]["initContainers"][1]
+    deadline = init["command"][init["command"].index("--deadline") + 1]
+    assert float(deadline) == settings.download_deadline_seconds == 3600.0
+    custom = WorkspaceSettings(tuning_active_deadline_seconds=600, download_deadline_seconds=120.0)
+    ctx = BuildContext(ws=tuning_ws(), settings=custom, preset=CATALOG.find_model("phi-3-mini-128k-instruct"),
+                       sku=CATALOG.find_sku("Standard_NC6s_v3"), nodes=["gpu-1"])
+    job = tuning_job(ctx)
+    assert job["spec"]["activeDeadlineSeconds"] == 600
+    init = job["spec"]["template"]["spec"]["initContainers"][1]
+    assert init["command"][init["command"].index("--deadline") + 1] == "120.0"
+    unbounded = WorkspaceSettings(tuning_active_deadline_seconds=None)
+    ctx = BuildContext(ws=tuning_ws(), settings=unbounded, preset=CATALOG.find_model("phi-3-mini-128k-instruct"),
+                       sku=CATALOG.find_sku("Standard_NC6s_v3"), nodes=["gpu-1"])
+    assert "activeDeadlineSeconds" not in tuning_job(ctx)["spec"]

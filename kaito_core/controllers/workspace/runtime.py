@@ -122,10 +122,11 @@ def tuning_command(method: str) -> list[str]:
             "--model", MODEL_DIR, "--data", DATA_DIR, "--output", RESULTS_DIR]
 
 
-def download_command(urls: list[str], *, max_bytes: int, attempts: int) -> list[str]:
-    """The tuning input downloader (init container): each URL into /mnt/data, size-limited, retried."""
+def download_command(urls: list[str], *, max_bytes: int, attempts: int, deadline: float) -> list[str]:
+    """The tuning input downloader (init container): each URL into /mnt/data, size-limited, retried, and
+    within ``deadline`` seconds per file."""
     return [PYTHON, "-m", DOWNLOAD_MODULE, "--dest", DATA_DIR, "--max-bytes", str(max_bytes),
-            "--attempts", str(attempts), *urls]
+            "--attempts", str(attempts), "--deadline", str(float(deadline)), *urls]
 
 
 def image_data_copy_command() -> list[str]:

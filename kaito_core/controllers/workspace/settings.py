@@ -76,8 +76,15 @@ class WorkspaceSettings(BaseModel):
     """Size limit of each file the tuning input downloader fetches (bytes)."""
     download_attempts: int = 4
     """Tries per URL of the tuning input downloader (retries with backoff)."""
+    download_deadline_seconds: float = Field(default=3600.0, gt=0)
+    """Total time the tuning input downloader gives each file, every retry included (a socket timeout alone
+    lets a server that drips its body a byte at a time hold the GPU node for ever)."""
     tuning_backoff_limit: int = 0
     """``backoffLimit`` of tuning Jobs: a failed trainer is reported, not retried blindly."""
+    tuning_active_deadline_seconds: int | None = Field(default=2 * 24 * 3600, gt=0)
+    """``activeDeadlineSeconds`` of tuning Jobs: a Job still running after this long (downloads, training,
+    push) is stopped and reported failed, so nothing holds a GPU node for ever. Two days by default; raise it
+    for longer trainings, or None for no deadline."""
     shm_size: str | None = None
     """Size limit of the ``/dev/shm`` memory volume (None: no limit, bounded by the pod's memory)."""
     probe_initial_delay_seconds: int = 0

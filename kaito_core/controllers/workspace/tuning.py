@@ -1,11 +1,14 @@
 """The tuning workload: a Job that fetches the data, trains, and saves or pushes the adapter.
 
-* init container: download ``input.urls`` (retries, size limit) or copy ``input.image``'s /data
+* init container: download ``input.urls`` (retries, size limit, a deadline per file) or copy ``input.image``'s /data
   into ``/mnt/data``; an ``input.volumeSource`` is mounted there instead;
 * trainer: ``python -m kaito_presets.runtime.tuning`` with the method's ConfigMap (ours, from the
   runtime's lora/qlora template, when ``tuning.config`` is empty);
 * output: ``output.volumeSource`` is mounted at ``/mnt/results``; for ``output.image`` a sidecar
   waits for the trainer's completion marker and pushes the results with the push secret.
+
+The Job has ``activeDeadlineSeconds`` (``WorkspaceSettings.tuning_active_deadline_seconds``): a
+slow source or a stuck trainer ends as a failed Job instead of holding the GPU node.
 
 The Job's pod template is immutable: a change of the tuning spec deletes the Job (the
 ``kaito.sh/tuning-hash`` annotation tells) and the next run creates the new one.
@@ -85,7 +88,8 @@ def tuning_job(ctx: BuildContext) -> dict[str, Any]:
                          "imagePullPolicy": "IfNotPresent",
                          "command": rt.download_command(list(source.urls),
                                                         max_bytes=ctx.settings.download_max_bytes,
-                                                        attempts=ctx.settings.download_attempts),
+                                                        attempts=ctx.settings.download_attempts,
+                                                        deadline=ctx.settings.download_deadline_seconds),
                          "volumeMounts": [data_mount]})
             if ctx.settings.url_mirrors:
                 init[-1]["env"] = [{"name": rt.URL_MIRRORS_ENV,
@@ -137,7 +141,10 @@ def tuning_job(ctx: BuildContext) -> dict[str, Any]:
         spec["imagePullSecrets"] = pull_secrets
     meta = ctx.metadata(ctx.name)
     meta.setdefault("annotations", {})[TUNING_HASH_ANNOTATION] = tuning_hash(ctx)
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": {
+    job_spec: dict[str, Any] = {
         "backoffLimit": ctx.settings.tuning_backoff_limit,
         "template": {"metadata": {"labels": dict(ctx.selector_labels)}, "spec": spec},
-    }}
+    }
+    if ctx.settings.tuning_active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = ctx.settings.tuning_active_deadline_seconds
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}

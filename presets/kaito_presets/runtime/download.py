@@ -1,27 +1,36 @@
 """Download ``tuning.input.urls`` into the data volume (the tuning job's init container).
 
-    python -m kaito_presets.runtime.download --dest /mnt/data [--max-bytes 10737418240] URL [URL ...]
+    python -m kaito_presets.runtime.download --dest /mnt/data [--max-bytes 10737418240] [--deadline 3600] URL ...
 
-Safety: only ``http``/``https``; the host is resolved and refused when any address is not globally
-routable (loopback, private, link-local such as the cloud metadata endpoint 169.254.169.254, CGNAT,
-multicast, reserved); the address actually connected to is checked again (DNS rebinding), and every
-redirect hop goes through the same checks. Size: ``Content-Length`` above the limit is refused before
-reading, and the stream is cut (and the partial file removed) the moment it passes the limit.
+Safety: only ``http``/``https``; the host is resolved and refused when any address is not public by
+:func:`kaito_presets.egress.address_problem` (the validator's check too: loopback, private, link-local,
+CGNAT, multicast, reserved, the clouds' metadata and platform addresses such as 169.254.169.254 and
+168.63.129.16, and any of those inside an IPv6 form such as ``::ffff:0:a.b.c.d`` or NAT64); the address
+actually connected to is checked again (DNS rebinding), and every redirect hop goes through the same
+checks. Size: ``Content-Length`` above the limit is refused before reading, and the stream is cut (and
+the partial file removed) the moment it passes the limit. Time: each file has a total deadline
+(``--deadline``, retries and backoff included), not only a socket timeout, so a body dripped a byte at a
+time cannot hold the GPU node; past it the connection is shut and the file given up.
 Retries: connection errors, 408/429/5xx are retried with exponential backoff; other 4xx are not.
+Logs and errors show URLs without their query string (:func:`kaito_presets.egress.redact_url`): a
+pre-signed URL's credentials live there.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import ipaddress
 import json
 import logging
+import math
 import os
 import re
 import socket
 import ssl
 import sys
+import threading
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,16 +38,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
+from kaito_presets.egress import IPAddress, address_problem, redact_url
+
 log = logging.getLogger("kaito.download")
 
 DEFAULT_MAX_BYTES = 10 * 1024**3
 DEFAULT_ATTEMPTS = 4
+#: Seconds one file may take in all (every attempt and backoff included).
+DEFAULT_DEADLINE = 3600.0
 MAX_REDIRECTS = 5
 _CHUNK = 1 << 16
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class DownloadError(RuntimeError):
@@ -53,6 +65,10 @@ class TooLarge(DownloadError):
     """The body is over the size limit."""
 
 
+class DeadlineExceeded(DownloadError):
+    """The file did not arrive within its total deadline."""
+
+
 class _Retryable(Exception):
     pass
 
@@ -65,12 +81,12 @@ class Policy:
 
     def check_address(self, host: str, addr: str) -> None:
         ip: IPAddress = ipaddress.ip_address(addr.split("%", 1)[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if any(ip in net for net in self.allow_networks):
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+        if any(ip in net or (mapped is not None and mapped in net) for net in self.allow_networks):
             return
-        if not ip.is_global or ip.is_multicast:
-            raise RefusedTarget(f"refusing {host}: it resolves to {ip}, which is not a public address")
+        problem = address_problem(ip)
+        if problem is not None:
+            raise RefusedTarget(f"refusing {host}: it resolves to {problem}, which is not a public address")
 
 
 def _networks(values: Iterable[str]) -> tuple[IPNetwork, ...]:
@@ -120,74 +136,124 @@ def _filename(url: str, disposition: str | None, index: int) -> str:
     return name or f"data-{index}"
 
 
+class _Watchdog:
+    """Shuts the connection's socket at the deadline, whatever it is blocked in (connect, headers, body)."""
+
+    def __init__(self, conn: http.client.HTTPConnection, seconds: float):
+        self.conn = conn
+        self.fired = threading.Event()
+        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
+        self._timer.daemon = True
+
+    def _fire(self) -> None:
+        self.fired.set()
+        sock = self.conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                # the plain socket's shutdown: an SSLSocket's own would drop its state under a reading thread
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+
+def _deadline_error(url: str, total: float) -> DeadlineExceeded:
+    return DeadlineExceeded(f"{redact_url(url)} did not finish within {total} s (the download's deadline); "
+                            "use a faster source or raise the deadline")
+
+
 def _fetch_once(
-    url: str, dest_dir: Path, index: int, policy: Policy, timeout: float, *, avoid: Collection[str] = ()
+    url: str, dest_dir: Path, index: int, policy: Policy, timeout: float, *, avoid: Collection[str] = (),
+    deadline: float = math.inf, total: float = math.inf,
 ) -> Path:
     current = url
     for _ in range(MAX_REDIRECTS + 1):
         parts = urlsplit(current)
+        shown = redact_url(current)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise RefusedTarget(f"refusing {current!r}: only http(s) URLs with a host are fetched")
+            raise RefusedTarget(f"refusing {shown!r}: only http(s) URLs with a host are fetched")
         port = parts.port or (443 if parts.scheme == "https" else 80)
         _resolve(parts.hostname, port, policy)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _deadline_error(url, total)
         conn: _CheckedHTTPConnection | _CheckedHTTPSConnection
         if parts.scheme == "https":
-            conn = _CheckedHTTPSConnection(parts.hostname, port, timeout=timeout, context=ssl.create_default_context())
+            conn = _CheckedHTTPSConnection(parts.hostname, port, timeout=min(timeout, left),
+                                           context=ssl.create_default_context())
         else:
-            conn = _CheckedHTTPConnection(parts.hostname, port, timeout=timeout)
+            conn = _CheckedHTTPConnection(parts.hostname, port, timeout=min(timeout, left))
         conn.policy = policy
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        try:
-            conn.request("GET", path, headers={"User-Agent": "kaito-downloader/1", "Accept-Encoding": "identity"})
-            resp = conn.getresponse()
-        except RefusedTarget:
-            conn.close()
-            raise
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            raise _Retryable(f"{parts.hostname}: {exc}") from exc
-        try:
-            if resp.status in (301, 302, 303, 307, 308):
-                location = resp.getheader("Location")
-                if not location:
-                    raise DownloadError(f"{current}: redirect without a Location")
-                current = urljoin(current, location)
-                continue
-            if resp.status in _RETRY_STATUS:
-                raise _Retryable(f"{current}: HTTP {resp.status}")
-            if resp.status != 200:
-                raise DownloadError(f"{current}: HTTP {resp.status} {resp.reason}")
-            length = resp.getheader("Content-Length")
-            if length and length.isdigit() and int(length) > policy.max_bytes:
-                raise TooLarge(f"{url}: {int(length)} bytes is over the limit of {policy.max_bytes}")
-            name = _filename(current, resp.getheader("Content-Disposition"), index)
-            if name in avoid:  # another URL of the same batch already wrote this name: keep both
-                name = f"{index}-{name}"
-            target = dest_dir / name
-            tmp = target.with_name(f".{target.name}.part")
-            got = 0
+        with _Watchdog(conn, left) as watchdog:
             try:
-                with tmp.open("wb") as fh:
-                    while True:
-                        try:
-                            chunk = resp.read(_CHUNK)
-                        except (OSError, http.client.HTTPException) as exc:
-                            raise _Retryable(f"{current}: connection lost after {got} bytes: {exc}") from exc
-                        if not chunk:
-                            break
-                        got += len(chunk)
-                        if got > policy.max_bytes:
-                            raise TooLarge(f"{url}: body is over the limit of {policy.max_bytes} bytes")
-                        fh.write(chunk)
-                if length and length.isdigit() and got != int(length):
-                    raise _Retryable(f"{current}: got {got} of {length} bytes")
-                tmp.replace(target)
+                try:
+                    conn.request("GET", path, headers={"User-Agent": "kaito-downloader/1",
+                                                       "Accept-Encoding": "identity"})
+                    resp = conn.getresponse()
+                except RefusedTarget:
+                    raise
+                except (OSError, http.client.HTTPException) as exc:
+                    if watchdog.fired.is_set():
+                        raise _deadline_error(url, total) from exc
+                    raise _Retryable(f"{parts.hostname}: {exc}") from exc
+                if resp.status in (301, 302, 303, 307, 308):
+                    location = resp.getheader("Location")
+                    if not location:
+                        raise DownloadError(f"{shown}: redirect without a Location")
+                    current = urljoin(current, location)
+                    continue
+                if resp.status in _RETRY_STATUS:
+                    raise _Retryable(f"{shown}: HTTP {resp.status}")
+                if resp.status != 200:
+                    raise DownloadError(f"{shown}: HTTP {resp.status} {resp.reason}")
+                return _save(resp, current=current, url=url, dest_dir=dest_dir, index=index, policy=policy,
+                             avoid=avoid, watchdog=watchdog, total=total)
             finally:
-                tmp.unlink(missing_ok=True)
-            return target
-        finally:
-            conn.close()
-    raise DownloadError(f"{url}: more than {MAX_REDIRECTS} redirects")
+                conn.close()
+    raise DownloadError(f"{redact_url(url)}: more than {MAX_REDIRECTS} redirects")
+
+
+def _save(resp: http.client.HTTPResponse, *, current: str, url: str, dest_dir: Path, index: int, policy: Policy,
+          avoid: Collection[str], watchdog: _Watchdog, total: float) -> Path:
+    """Stream the body into ``dest_dir`` (a ``.part`` file renamed at the end; removed on any failure)."""
+    shown = redact_url(current)
+    length = resp.getheader("Content-Length")
+    if length and length.isdigit() and int(length) > policy.max_bytes:
+        raise TooLarge(f"{redact_url(url)}: {int(length)} bytes is over the limit of {policy.max_bytes}")
+    name = _filename(current, resp.getheader("Content-Disposition"), index)
+    if name in avoid:  # another URL of the same batch already wrote this name: keep both
+        name = f"{index}-{name}"
+    target = dest_dir / name
+    tmp = target.with_name(f".{target.name}.part")
+    got = 0
+    try:
+        with tmp.open("wb") as fh:
+            while True:
+                try:
+                    chunk = resp.read1(_CHUNK)
+                except (OSError, http.client.HTTPException) as exc:
+                    if watchdog.fired.is_set():
+                        raise _deadline_error(url, total) from exc
+                    raise _Retryable(f"{shown}: connection lost after {got} bytes: {exc}") from exc
+                if watchdog.fired.is_set():
+                    raise _deadline_error(url, total)
+                if not chunk:
+                    break
+                got += len(chunk)
+                if got > policy.max_bytes:
+                    raise TooLarge(f"{redact_url(url)}: body is over the limit of {policy.max_bytes} bytes")
+                fh.write(chunk)
+        if length and length.isdigit() and got != int(length):
+            raise _Retryable(f"{shown}: got {got} of {length} bytes")
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
 
 
 def download(
@@ -199,25 +265,35 @@ def download(
     attempts: int = DEFAULT_ATTEMPTS,
     backoff: float = 1.0,
     timeout: float = 60.0,
+    deadline: float = DEFAULT_DEADLINE,
     allow_networks: Iterable[str] = (),
     avoid: Collection[str] = (),
 ) -> Path:
-    """Fetch one URL into ``dest_dir``; return the file written."""
+    """Fetch one URL into ``dest_dir``; return the file written.
+
+    ``timeout`` bounds each socket operation; ``deadline`` (seconds) bounds the whole file, every
+    attempt and backoff included (:class:`DeadlineExceeded` past it, not retried).
+    """
     policy = Policy(max_bytes=max_bytes, allow_networks=_networks(allow_networks))
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
+    until = time.monotonic() + deadline
+    shown = redact_url(url)
     last: Exception | None = None
     for attempt in range(1, attempts + 1):
         try:
-            path = _fetch_once(url, dest, index, policy, timeout, avoid=avoid)
-            log.info("downloaded %s -> %s (%d bytes)", url, path, path.stat().st_size)
+            path = _fetch_once(url, dest, index, policy, timeout, avoid=avoid, deadline=until, total=deadline)
+            log.info("downloaded %s -> %s (%d bytes)", shown, path, path.stat().st_size)
             return path
         except _Retryable as exc:
             last = exc
             log.warning("attempt %d/%d failed: %s", attempt, attempts, exc)
             if attempt < attempts:
-                time.sleep(backoff * 2 ** (attempt - 1))
-    raise DownloadError(f"giving up on {url} after {attempts} attempts: {last}")
+                pause = backoff * 2 ** (attempt - 1)
+                if time.monotonic() + pause >= until:
+                    raise _deadline_error(url, deadline) from exc
+                time.sleep(pause)
+    raise DownloadError(f"giving up on {shown} after {attempts} attempts: {last}")
 
 
 def download_all(urls: Sequence[str], dest_dir: str | os.PathLike[str], **kwargs: Any) -> list[Path]:
@@ -256,7 +332,7 @@ def mirrored(url: str, mirrors: Mapping[str, str]) -> tuple[str, list[str]]:
     target = urlunsplit((mirror.scheme, mirror.netloc, mirror.path.rstrip("/") + parts.path, parts.query, ""))
     port = mirror.port or (443 if mirror.scheme == "https" else 80)
     try:
-        addrs = {info[4][0] for info in socket.getaddrinfo(mirror.hostname, port, proto=socket.IPPROTO_TCP)}
+        addrs = {str(info[4][0]) for info in socket.getaddrinfo(mirror.hostname, port, proto=socket.IPPROTO_TCP)}
     except OSError as exc:
         raise DownloadError(f"mirror {mirror.hostname} for {parts.hostname} does not resolve: {exc}") from exc
     return target, sorted(addrs)
@@ -269,7 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dest", default="/mnt/data")
     p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES)
     p.add_argument("--attempts", type=int, default=DEFAULT_ATTEMPTS)
-    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per socket operation")
+    p.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE,
+                   help="seconds one file may take in all, retries included")
     return p
 
 
@@ -290,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log.info("fetching %s from the mirror %s", urlsplit(url).hostname, urlsplit(target).netloc)
             paths.append(download(target, args.dest, index=i, avoid={p.name for p in paths},
                                   max_bytes=args.max_bytes, attempts=args.attempts, timeout=args.timeout,
-                                  allow_networks=allow))
+                                  deadline=args.deadline, allow_networks=allow))
     except DownloadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
