@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kaito_core.api import Rule, validate_workspace
-from kaito_core.api.constants import MAX_NODE_COUNT
+from kaito_core.api import MAX_NODE_COUNT, Rule, validate_workspace
 from kaito_core.api.crd import workspace_crd
 from kaito_core.api.webhook import admission_review
 from kaito_core.api.weights import ANNOTATION_MODEL_WEIGHTS

@@ -1,7 +1,7 @@
 """The Workspace reconciler: one level-based pass from the cache toward the Workspace.
 
 Each run: finalizer -> validate (the shared validator; never trust the webhook ran) ->
-revision -> nodes (reuse ready ones, create Machines for the rest, delete extras) ->
+revision -> nodes (reuse ready ones, create Machines for the rest in bounded batches, delete extras) ->
 workload (inference or tuning, once the nodes are ready) -> status (recomputed, written
 only when it changed, an Event per transition). On delete: delete the workload (so pods stop
 on nodes that still exist), delete this Workspace's Machines, wait until they are gone, drop
@@ -27,6 +27,7 @@ from kaito_core.api import (
     CONDITION_FALSE,
     LABEL_WORKSPACE,
     LABEL_WORKSPACE_NAMESPACE,
+    MAX_NODE_COUNT,
     WORKSPACE_FINALIZER,
     FieldError,
     Workspace,
@@ -99,8 +100,9 @@ log = structlog.get_logger("kaito_core.controllers.workspace")
 #: On every child we apply: a hash of what we applied, so an unchanged child is not written again.
 APPLIED_HASH_ANNOTATION = "kaito.sh/applied-hash"
 
-#: Slot names a deleting Workspace asks the API server about even when the cache shows no Machine.
-_MAX_TEARDOWN_SLOTS = 64
+#: Slot names a deleting Workspace asks the API server about even when the cache shows no Machine
+#: (every slot a valid ``count`` can have).
+_MAX_TEARDOWN_SLOTS = MAX_NODE_COUNT
 
 _WARNING_REASONS = {
     WorkspaceReason.VALIDATION_FAILED, WorkspaceReason.INFERENCE_FAILED, WorkspaceReason.JOB_FAILED,
@@ -314,7 +316,11 @@ class WorkspaceReconciler:
             return plan, ResourceState(False, WorkspaceReason.WAITING_FOR_NODES,
                                        f"{found} of {required} preferred node(s) are ready and match "
                                        "resource.labelSelector; set resource.instanceType to provision the rest")
-        for slot in plan.create_slots:
+        # A bounded batch per pass: the Machines made now bring the next pass (their events), which makes
+        # the next batch; ResourceReady counts the rest as still to create.
+        batch, plan.create_slots = (plan.create_slots[:self.settings.machine_create_batch],
+                                    plan.create_slots[self.settings.machine_create_batch:])
+        for slot in batch:
             manifest = machine_manifest(ws, slot, preset=preset, sku=sku, provisioner=self.provisioner)
             try:
                 created = await self.client.create(manifest, kind=MACHINE)
@@ -323,8 +329,6 @@ class WorkspaceReconciler:
             self._event_ws(ws, "Normal", "MachineCreated",
                            f"created Machine {manifest['metadata']['name']} ({ws.resource.instance_type})")
             plan.machines.append(created)
-        if plan.create_slots:
-            plan.create_slots = []
         for name in plan.delete_machines:
             await self.client.delete(MACHINE, name, missing_ok=True)
             self._event_ws(ws, "Normal", "MachineDeleted", f"deleted Machine {name}: not needed any more")

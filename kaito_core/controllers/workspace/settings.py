@@ -70,6 +70,10 @@ class WorkspaceSettings(BaseModel):
     """How often a Workspace that is not yet ready is looked at again even without events (a safety net)."""
     teardown_poll_seconds: float = 2.0
     """How often a deleting Workspace checks whether its Machines are gone."""
+    machine_create_batch: int = Field(default=8, ge=1)
+    """Machines one reconcile of a Workspace creates at most (each is a GPU VM); the rest follow on the next
+    passes, which the new Machines' events bring at once: a large ``count`` never becomes one burst of
+    cloud calls."""
     revision_history: int = 10
     """ControllerRevisions kept per Workspace."""
     download_max_bytes: int = 10 * 1024**3
