@@ -177,9 +177,10 @@ class InferenceSpec(KubeModel):
         json_schema_extra=_PRESERVE)
     config: Name | None = Field(
         default=None, description="ConfigMap in this namespace with inference arguments.")
-    # maxItems in the CRD only: the validator says "at most 10" in its own words (TooManyAdapters)
+    # The CRD bounds the list's size (LIST_MAX_ITEMS); the limit of 10 is the validator's (TooManyAdapters),
+    # which says so in its own words at admission
     adapters: list[AdapterSpec] | None = Field(
-        default=None, json_schema_extra={"maxItems": MAX_ADAPTERS},
+        default=None, json_schema_extra={"maxItems": LIST_MAX_ITEMS},
         description=f"LoRA adapters to load on top of the preset (at most {MAX_ADAPTERS}).")
 
 

@@ -375,3 +375,45 @@ async def test_machine_crd(env: Env) -> None:
         assert out.splitlines()[1].split()[:6] == [name, "Standard_NC6s_v3", "n1", "True", "w", "azure:///x"], out
     finally:
         await kubectl(env.cluster, "delete", "machine", name, "--ignore-not-found")
+
+
+# The CRD's own bounds (issue 17): refused by the apiserver with or without the webhook.
+SCHEMA_BOUNDS: list[tuple[str, Doc, str]] = [
+    ("count-100000", variant("phi_3", "count-100000", lambda d: d["resource"].update(count=100_000)),
+     "resource.count"),
+    ("count-2-70", variant("phi_3", "count-2-70", lambda d: d["resource"].update(count=2**70)), "resource.count"),
+    ("long-preset-name", variant("phi_3", "long-preset-name", lambda d: d["inference"]["preset"].update(
+        name="x" * 300)), "inference.preset.name"),
+    ("long-label-value", variant("phi_3", "long-label-value", lambda d: d["resource"].update(
+        labelSelector={"matchLabels": {"apps": "y" * 64}})), "resource.labelSelector.matchLabels"),
+]
+
+
+@pytest.mark.parametrize(("name", "doc", "field"), SCHEMA_BOUNDS, ids=[r[0] for r in SCHEMA_BOUNDS])
+async def test_the_crd_bounds_counts_and_strings_on_its_own(env: Env, name: str, doc: Doc, field: str) -> None:
+    assert validate_workspace(doc), f"the validator takes {name}"
+    for namespace in (env.plain_ns, env.webhook_ns):
+        rc, _, err = await apply(env.cluster, namespace, doc)
+        assert rc != 0, f"{name} was accepted in {namespace}"
+        assert field in err, err
+
+
+async def test_a_privileged_template_is_refused_at_admission_naming_every_field(env: Env) -> None:
+    doc = variant("phi_3", "root-on-the-node", lambda d: d.update(inference={"template": {
+        "metadata": {"labels": {"app": "root"}},
+        "spec": {"serviceAccountName": "namespace-admin", "hostNetwork": True, "hostPID": True,
+                 "containers": [{"name": "c", "image": "registry.example.com/c:1",
+                                 "securityContext": {"privileged": True},
+                                 "volumeMounts": [{"name": "root", "mountPath": "/host"}]}],
+                 "volumes": [{"name": "root", "hostPath": {"path": "/"}}]}}}))
+    rc, _, err = await apply(env.cluster, env.webhook_ns, doc)
+    assert rc != 0 and DENIED in err, err
+    for field in ("inference.template.spec.serviceAccountName", "inference.template.spec.hostNetwork",
+                  "inference.template.spec.hostPID", "inference.template.spec.containers[0].securityContext.privileged",
+                  "inference.template.spec.volumes[0].hostPath"):
+        assert field in err, (field, err)
+    tuning = variant("tuning_phi_3", "host-etc", lambda d: (
+        d["resource"].update(instanceType="Standard_NC24ads_A100_v4"),
+        d["tuning"].update(input={"volumeSource": {"hostPath": {"path": "/etc/kubernetes"}}})))
+    rc, _, err = await apply(env.cluster, env.webhook_ns, tuning)
+    assert rc != 0 and "tuning.input.volumeSource.hostPath: hostPath volumes are not allowed" in err, err
