@@ -15,7 +15,9 @@ and updates that leave resource/inference/tuning and the annotations unchanged
 from __future__ import annotations
 
 import base64
+import json
 import logging
+import re
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,8 +31,10 @@ from kaito_core.api.errors import FieldError
 from kaito_core.api.validation import validate_workspace
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "WebhookServer",
     "admission_review",
+    "json_depth",
     "make_webhook_app",
     "validating_webhook_configuration",
 ]
@@ -38,6 +42,30 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _ADMISSION_API = "admission.k8s.io/v1"
+
+MAX_JSON_DEPTH = 100
+"""Deepest nesting of objects and arrays an AdmissionReview may have. A real one is about 20 deep (the
+review, the Workspace, a pod template's affinity terms); anything deeper is refused with a 400 before
+it is parsed, so a hostile body cannot make the parser or the validator recurse until a RecursionError."""
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def json_depth(text: str, stop_above: int | None = None) -> int:
+    """How deeply objects and arrays nest in the JSON ``text`` (without parsing it; no recursion).
+
+    With ``stop_above`` it returns as soon as the depth passes it (a hostile body costs no more)."""
+    depth = deepest = 0
+    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub("", text)):
+        if match.group() in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if stop_above is not None and depth > stop_above:
+                break
+        else:
+            depth -= 1
+    return deepest
 
 
 def _response(uid: str, allowed: bool, errors: list[FieldError] | None = None) -> dict[str, Any]:
@@ -90,10 +118,15 @@ def make_webhook_app(catalog: Catalog | None = None) -> web.Application:
 
     async def validate(request: web.Request) -> web.Response:
         try:
-            review = await request.json()
+            text = await request.text()
+            if json_depth(text, stop_above=MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+                raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+            review = json.loads(text)
             answer = admission_review(review, catalog=catalog)
         except ValueError as exc:  # includes JSON decode errors
             return web.json_response({"error": f"bad AdmissionReview: {exc}"}, status=400)
+        except RecursionError:  # not reachable within MAX_JSON_DEPTH; kept so it can never be a 500
+            return web.json_response({"error": "bad AdmissionReview: nested too deeply"}, status=400)
         return web.json_response(answer)
 
     async def healthz(request: web.Request) -> web.Response:

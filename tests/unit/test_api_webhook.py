@@ -126,3 +126,25 @@ async def test_server_answers_over_tls_and_reloads_its_certificate(tmp_path: Pat
         with pytest.raises(aiohttp.ClientConnectorCertificateError):
             async with aiohttp.ClientSession() as old_trust:
                 await old_trust.post(server.url, json=review(EXAMPLE), ssl=trust)
+
+
+@pytest.mark.parametrize("depth", [101, 100_000])
+async def test_deeply_nested_json_is_a_400_naming_the_limit(tmp_path: Path, depth: int) -> None:
+    """JSON nested past the limit is refused before it is parsed (100,000 levels were a 500, RecursionError)."""
+    cert_file, key_file, ca_pem = write_serving_cert(tmp_path)
+    trust = ssl.create_default_context(cadata=ca_pem.decode())
+    deep = "[" * (depth - 3) + "]" * (depth - 3)  # request.object.<field> plus the nesting: depth levels in all
+    body = ('{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "1", '
+            '"kind": {"group": "kaito.sh", "kind": "Workspace"}, "operation": "CREATE", '
+            f'"object": {{"resource": {deep}}}}}}}').encode()
+    async with WebhookServer(cert_file, key_file, host="127.0.0.1", port=0) as server, \
+            aiohttp.ClientSession() as http:
+        async with http.post(server.url, data=body, ssl=trust,
+                             headers={"Content-Type": "application/json"}) as resp:
+            assert resp.status == 400, await resp.text()
+            assert "nested deeper than 100 levels" in (await resp.json())["error"]
+        # At the limit it is parsed and answered (a denial: resource is not an object).
+        ok = body.replace(b"[" * (depth - 3), b"[" * 97, 1).replace(b"]" * (depth - 3), b"]" * 97, 1)
+        async with http.post(server.url, data=ok, ssl=trust, headers={"Content-Type": "application/json"}) as resp:
+            assert resp.status == 200, await resp.text()
+            assert (await resp.json())["response"]["allowed"] is False
