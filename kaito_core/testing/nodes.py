@@ -8,6 +8,11 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
+# The one exception to "testing depends on the engine only" (pyproject's import-linter contract):
+# the names everybody agrees on, so the kit's nodes carry exactly the operator's resource and taint.
+from kaito_core.api.constants import GPU_RESOURCE
+from kaito_core.api.constants import GPU_TAINT as _GPU_TAINT
+
 __all__ = [
     "GPU_RESOURCE",
     "GPU_TAINT",
@@ -18,9 +23,8 @@ __all__ = [
     "wait_for_node_ready",
 ]
 
-GPU_RESOURCE = "nvidia.com/gpu"
-# The taint Kaito puts on GPU nodes so only GPU workloads land there.
-GPU_TAINT: dict[str, str] = {"key": "sku", "value": "gpu", "effect": "NoSchedule"}
+#: The taint Kaito puts on GPU nodes so only GPU workloads land there (``kaito_core.api.GPU_TAINT``).
+GPU_TAINT: dict[str, str] = dict(_GPU_TAINT)
 KWOK_ANNOTATIONS = {"kwok.x-k8s.io/node": "fake"}
 
 

@@ -8,9 +8,11 @@ from typing import Any
 import pytest
 from kaito_presets import default_catalog
 
-from kaito_core.api import Workspace
+from kaito_core.api import Condition, Workspace, machine_ready
+from kaito_core.controllers.machine.initialization import node_health
 from kaito_core.controllers.workspace.naming import machine_name, machine_slot, truncate
 from kaito_core.controllers.workspace.nodes import (
+    NodePlan,
     machine_manifest,
     matches_selector,
     plan_nodes,
@@ -48,6 +50,23 @@ def machine(w: Workspace, slot: int, *, node_name: str | None = None, deleting: 
         m["status"] = {"nodeName": node_name}
     if deleting:
         m["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return m
+
+
+def machine_on(w: Workspace, slot: int, node_obj: dict[str, Any]) -> dict[str, Any]:
+    """A Machine whose Node is ``node_obj``, with the conditions the Machine reconciler writes for it
+    (Launched, Registered; Initialized and Ready as :func:`node_health` and :func:`machine_ready` say)."""
+    name = node_obj["metadata"]["name"]
+    health = node_health(node_obj, 1)
+    conditions = [Condition(type="Launched", status="True", reason="Launched"),
+                  Condition(type="Registered", status="True", reason="Registered")]
+    if health is None:
+        conditions.append(Condition(type="Initialized", status="True", reason="Initialized"))
+    status, reason, message = machine_ready(conditions, node_name=name,
+                                            blocked=(health[1], health[2]) if health else None)
+    conditions.append(Condition(type="Ready", status=status, reason=reason, message=message))
+    m = machine(w, slot, node_name=name)
+    m["status"]["conditions"] = [c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in conditions]
     return m
 
 
@@ -171,20 +190,36 @@ def test_machine_manifest() -> None:
 def test_resource_state() -> None:
     w = ws(count=2)
     ready = {"n0": node("n0"), "n1": node("n1")}
-    plan = plan_nodes(w, 2, [machine(w, 0, node_name="n0"), machine(w, 1, node_name="n1")], [])
+    plan = plan_nodes(w, 2, [machine_on(w, 0, ready["n0"]), machine_on(w, 1, ready["n1"])], [])
     assert resource_state(plan, ready).ready
-    plan = plan_nodes(w, 2, [machine(w, 0, node_name="n0"), machine(w, 1)], [])
+    plan = plan_nodes(w, 2, [machine_on(w, 0, ready["n0"]), machine(w, 1)], [])
     state = resource_state(plan, ready)
     assert not state.ready and state.reason == "ProvisioningNodes"
-    plan = plan_nodes(w, 2, [machine(w, 0, node_name="n0"), machine(w, 1, node_name="n1")], [])
+
+    # A node of the Workspace's own Machine: the Workspace reads the Machine's Ready condition,
+    # which the Machine reconciler keeps true to its Node (node_health); it does not judge the Node again.
+    def with_n1(n1: dict[str, Any]) -> NodePlan:
+        return plan_nodes(w, 2, [machine_on(w, 0, ready["n0"]), machine_on(w, 1, n1)], [])
+
+    state = resource_state(with_n1(node("n1", gpus=0)), ready)
+    assert not state.ready and "nvidia.com/gpu" in state.message
+    state = resource_state(with_n1(node("n1", ready=False)), ready)
+    assert not state.ready and state.reason == "WaitingForNodes"
+    tainted = node("n1")
+    tainted["spec"]["taints"].append({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"})
+    state = resource_state(with_n1(tainted), ready)
+    assert not state.ready and state.reason == "WaitingForNodes"
+    assert "Node n1 is Ready but still carries node.kubernetes.io/not-ready:NoSchedule" in state.message
+
+    # A node the user brings (no Machine): the same check (node_problem), read from the Node.
+    plan = NodePlan(required=2, byo=["n0", "n1"])
+    assert resource_state(plan, ready).ready
     state = resource_state(plan, {"n0": node("n0"), "n1": node("n1", gpus=0)})
     assert not state.ready and "nvidia.com/gpu" in state.message
     state = resource_state(plan, {"n0": node("n0"), "n1": node("n1", ready=False)})
     assert not state.ready and state.reason == "WaitingForNodes"
     # Ready, but the node lifecycle controller has not lifted its not-ready taint: a pod sent
     # there now would be Unschedulable, so the nodes are not ready for the workload yet.
-    tainted = node("n1")
-    tainted["spec"]["taints"].append({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"})
     state = resource_state(plan, {"n0": node("n0"), "n1": tainted})
     assert not state.ready and state.reason == "WaitingForNodes"
     assert "node n1 still carries node.kubernetes.io/not-ready:NoSchedule" in state.message

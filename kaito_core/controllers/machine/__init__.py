@@ -23,30 +23,25 @@ from __future__ import annotations
 import asyncio
 
 from kaito_core.controllers.machine.gc import MachineGarbageCollector, machine_for_ref
-from kaito_core.controllers.machine.reconciler import (
-    ANNOTATION_ATTEMPT,
-    ANNOTATION_ATTEMPT_STARTED,
+from kaito_core.controllers.machine.liveness import ANNOTATION_ATTEMPT, ANNOTATION_ATTEMPT_STARTED
+from kaito_core.controllers.machine.reconciler import MachineReconciler
+from kaito_core.controllers.machine.settings import MachineControllerSettings
+from kaito_core.controllers.machine.watches import (
     INDEX_MACHINE_PROVIDER_ID,
     INDEX_NODE_MACHINE,
     INDEX_NODE_PROVIDER_ID,
-    REASON_INSTANCE_NOT_FOUND,
-    REASON_LAUNCH_TIMEOUT,
-    REASON_OTHER_PROVISIONER,
-    REASON_REGISTRATION_TIMEOUT,
-    MachineReconciler,
-    ProvisionerHandle,
     machine_provider_id_index,
     node_machine_index,
     node_provider_id_index,
     not_status_only,
     selected,
 )
-from kaito_core.controllers.machine.settings import MachineControllerSettings
 from kaito_core.engine.controller import Controller
 from kaito_core.engine.logging import get_logger
 from kaito_core.engine.manager import Manager
 from kaito_core.engine.predicate import not_just_a_heartbeat
 from kaito_core.engine.resources import NODE
+from kaito_core.provisioning.handle import ProvisionerHandle
 from kaito_core.provisioning.nodes import MACHINE
 from kaito_core.provisioning.protocol import Provisioner, ProvisionerContext
 
@@ -54,10 +49,6 @@ __all__ = [
     "ANNOTATION_ATTEMPT",
     "ANNOTATION_ATTEMPT_STARTED",
     "CONTROLLER_NAME",
-    "REASON_INSTANCE_NOT_FOUND",
-    "REASON_LAUNCH_TIMEOUT",
-    "REASON_OTHER_PROVISIONER",
-    "REASON_REGISTRATION_TIMEOUT",
     "MachineController",
     "MachineControllerSettings",
     "MachineGarbageCollector",

@@ -27,10 +27,11 @@ import structlog
 from kaito_core.api.common import ObjectMeta
 from kaito_core.api.constants import LABEL_MACHINE
 from kaito_core.api.machine import Machine, MachineSpec
-from kaito_core.controllers.machine.reconciler import ProvisionerHandle
 from kaito_core.controllers.machine.settings import MachineControllerSettings
 from kaito_core.engine.client import Client
+from kaito_core.engine.objects import meta, spec_of
 from kaito_core.engine.resources import NODE
+from kaito_core.provisioning.handle import ProvisionerHandle
 from kaito_core.provisioning.nodes import MACHINE
 from kaito_core.provisioning.protocol import NodeRef
 
@@ -90,8 +91,8 @@ class MachineGarbageCollector:
             if not self.handle.keeps_nodes:
                 nodes = await self.client.list(NODE, label_selector=f"{LABEL_MACHINE}={machine_name}")
                 for node in nodes.items:
-                    if (node.get("spec") or {}).get("providerID") in (ref.provider_id, None, ""):
-                        await self.client.delete(NODE, node["metadata"]["name"], missing_ok=True)
+                    if spec_of(node).get("providerID") in (ref.provider_id, None, ""):
+                        await self.client.delete(NODE, meta(node).name, missing_ok=True)
             deleted.append(ref.provider_id or ref.node_name or machine_name)
         self.collected.extend(deleted)
         return deleted

@@ -20,7 +20,7 @@ from typing import Any
 
 from kaito_core.api import LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
 from kaito_core.controllers.workspace.kinds import CONTROLLERREVISION, MACHINE, WORKSPACE
-from kaito_core.controllers.workspace.nodes import matches_selector, node_gpus, node_is_ready
+from kaito_core.controllers.workspace.nodes import matches_selector
 from kaito_core.controllers.workspace.reconciler import WorkspaceReconciler
 from kaito_core.controllers.workspace.settings import WorkspaceSettings
 from kaito_core.engine import (
@@ -37,8 +37,11 @@ from kaito_core.engine import (
     Predicate,
     Request,
     SharedCache,
+    meta,
     resource_version_changed,
+    spec_of,
 )
+from kaito_core.provisioning import allocatable_gpus, node_is_ready
 
 __all__ = [
     "CONTROLLERREVISION",
@@ -51,30 +54,27 @@ __all__ = [
 ]
 
 
-def _labels(obj: Mapping[str, Any]) -> dict[str, str]:
-    return dict((obj.get("metadata") or {}).get("labels") or {})
-
-
 def machine_to_workspace(obj: Mapping[str, Any]) -> Iterable[Request]:
-    labels = _labels(obj)
+    labels = meta(obj).labels
     if LABEL_WORKSPACE in labels and LABEL_WORKSPACE_NAMESPACE in labels:
         return (Request(labels[LABEL_WORKSPACE_NAMESPACE], labels[LABEL_WORKSPACE]),)
     return ()
 
 
 def pod_to_workspace(obj: Mapping[str, Any]) -> Iterable[Request]:
-    name = _labels(obj).get(LABEL_WORKSPACE)
-    namespace = (obj.get("metadata") or {}).get("namespace")
+    name = meta(obj).labels.get(LABEL_WORKSPACE)
+    namespace = meta(obj).namespace
     return (Request(namespace, name),) if name and namespace else ()
 
 
 def _node_facts(node: Mapping[str, Any]) -> tuple[Any, ...]:
-    meta = node.get("metadata") or {}
-    return (meta.get("labels"), node_is_ready(node), node_gpus(node), meta.get("deletionTimestamp"),
-            (node.get("spec") or {}).get("taints"))
+    view, spec = meta(node), spec_of(node)
+    return (dict(view.labels), node_is_ready(node), allocatable_gpus(node), view.deletion_timestamp,
+            spec.get("unschedulable"), spec.get("taints"))
 
 
-#: Nodes change every heartbeat; only labels, readiness, GPUs and taints matter to a Workspace.
+#: Nodes change every heartbeat; only labels, readiness, GPUs, cordons and taints matter to a
+#: Workspace (for a node a user brings: a Machine's node reaches it through its Machine's Ready).
 node_facts_changed = Predicate(update=lambda old, new: _node_facts(old) != _node_facts(new),
                                name="node_facts_changed")
 
@@ -103,7 +103,7 @@ def _nodes_to_workspaces(cache: SharedCache) -> Any:
         out = list(machine_to_workspace(node))
         if out:
             return out  # a node made for a Workspace serves no other (qualified_nodes)
-        labels = _labels(node)
+        labels = meta(node).labels
         # Nodes brought by the user: every Workspace whose labelSelector matches.
         seen: set[Request] = set()
         for value in (_ANY_SELECTOR, *(f"{key}={val}" for key, val in labels.items())):
@@ -122,11 +122,9 @@ def _nodes_to_workspaces(cache: SharedCache) -> Any:
 
 def _configmaps_to_workspaces(cache: SharedCache) -> Any:
     def map_fn(cm: Mapping[str, Any]) -> Iterable[Request]:
-        meta = cm.get("metadata") or {}
-        namespace, name = meta.get("namespace"), meta.get("name")
-        return [Request.for_object(ws) for ws in cache.by_index(WORKSPACE, INDEX_WORKSPACE_CONFIG, str(name),
-                                                                 copy=False)
-                if (ws.get("metadata") or {}).get("namespace") == namespace]
+        namespace, name = meta(cm).namespace, meta(cm).name
+        return [Request.for_object(ws) for ws in cache.by_index(WORKSPACE, INDEX_WORKSPACE_CONFIG, name, copy=False)
+                if meta(ws).namespace == namespace]
 
     return map_fn
 

@@ -11,6 +11,7 @@ from kaito_core.api import (
     ANNOTATION_MODEL_WEIGHTS,
     ANNOTATION_REVISION,
     GPU_RESOURCE,
+    GPU_TAINT_EFFECT,
     GPU_TAINT_KEY,
     GPU_TAINT_VALUE,
     LABEL_WORKSPACE,
@@ -37,7 +38,7 @@ def owner_reference(ws: Workspace) -> dict[str, Any]:
 def gpu_tolerations() -> list[dict[str, Any]]:
     """Tolerate the GPU taint (sku=gpu:NoSchedule) and the device plugin's own."""
     return [
-        {"key": GPU_TAINT_KEY, "operator": "Equal", "value": GPU_TAINT_VALUE, "effect": "NoSchedule"},
+        {"key": GPU_TAINT_KEY, "operator": "Equal", "value": GPU_TAINT_VALUE, "effect": GPU_TAINT_EFFECT},
         {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},
     ]
 

@@ -1,6 +1,10 @@
 """Nodes for a Workspace: how many, which existing ones, which Machines to create or delete.
 
 Pure functions over cached objects (plain dicts), so every decision is unit-tested.
+
+Whether a node can take the workload is decided once: for a node of one of the Workspace's
+Machines, by that Machine's Ready condition (the Machine reconciler keeps it true to its Node);
+for a node the user brings, by :func:`kaito_core.provisioning.node_problem`.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from kaito_presets import GpuSku, ModelPreset
 
 from kaito_core.api import (
     ANNOTATION_NODE_IMAGE_FAMILY,
+    CONDITION_FALSE,
+    CONDITION_TRUE,
     GPU_RESOURCE,
     GPU_TAINT,
     LABEL_INSTANCE_TYPE,
@@ -23,12 +29,14 @@ from kaito_core.api import (
     MACHINE_API_VERSION,
     MACHINE_FINALIZER,
     MACHINE_KIND,
+    MachineConditionType,
+    MachineReason,
     Workspace,
     WorkspaceReason,
 )
 from kaito_core.controllers.workspace.naming import machine_name, machine_slot
-from kaito_core.provisioning.nodes import ephemeral_taints
-from kaito_core.provisioning.nodes import node_is_ready as node_condition_ready
+from kaito_core.engine import condition_of, conditions_of, meta, status_of
+from kaito_core.provisioning.nodes import NodeCheck, node_problem
 
 __all__ = [
     "NodePlan",
@@ -36,8 +44,6 @@ __all__ = [
     "machine_manifest",
     "machine_node_name",
     "matches_selector",
-    "node_gpus",
-    "node_is_ready",
     "node_labels_for",
     "plan_nodes",
     "qualified_nodes",
@@ -47,11 +53,11 @@ __all__ = [
 ]
 
 #: Machine condition reasons that mean "this will not come up by waiting"; surfaced in ResourceReady.
-_MACHINE_FAILURES = {
-    "InsufficientCapacity": WorkspaceReason.INSUFFICIENT_CAPACITY,
-    "QuotaExceeded": WorkspaceReason.QUOTA_EXCEEDED,
-    "InstanceTypeUnavailable": WorkspaceReason.INSTANCE_TYPE_UNAVAILABLE,
-    "LaunchFailed": WorkspaceReason.PROVISIONING_FAILED,
+_MACHINE_FAILURES: dict[MachineReason, str] = {
+    MachineReason.INSUFFICIENT_CAPACITY: WorkspaceReason.INSUFFICIENT_CAPACITY,
+    MachineReason.QUOTA_EXCEEDED: WorkspaceReason.QUOTA_EXCEEDED,
+    MachineReason.INSTANCE_TYPE_UNAVAILABLE: WorkspaceReason.INSTANCE_TYPE_UNAVAILABLE,
+    MachineReason.LAUNCH_FAILED: WorkspaceReason.PROVISIONING_FAILED,
 }
 
 
@@ -68,14 +74,6 @@ def required_node_count(ws: Workspace, preset: ModelPreset | None, sku: GpuSku |
     by_memory = math.ceil(preset.inference.gpu_memory / sku.gpu_memory)
     by_gpus = math.ceil(preset.inference.gpu_count / sku.gpu_count)
     return max(count, by_memory, by_gpus)
-
-
-def _labels(obj: Mapping[str, Any]) -> dict[str, str]:
-    return dict((obj.get("metadata") or {}).get("labels") or {})
-
-
-def _name(obj: Mapping[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("name", ""))
 
 
 def matches_selector(labels: Mapping[str, str], selector: Mapping[str, Any] | None) -> bool:
@@ -113,37 +111,14 @@ def node_labels_for(ws: Workspace) -> dict[str, str]:
     return labels
 
 
-def node_is_ready(node: Mapping[str, Any]) -> bool:
-    """Ready=True, schedulable, not going away, and clear of the taints Kubernetes puts on a node
-    it does not trust yet (a pod sent there now would be Unschedulable)."""
-    if (node.get("spec") or {}).get("unschedulable") or ephemeral_taints(node):
-        return False
-    if (node.get("metadata") or {}).get("deletionTimestamp"):
-        return False
-    return node_condition_ready(node)
-
-
-def node_gpus(node: Mapping[str, Any]) -> int:
-    """GPUs the node reports (allocatable, else capacity); 0 until the device plugin is up."""
-    status = node.get("status") or {}
-    for section in ("allocatable", "capacity"):
-        raw = (status.get(section) or {}).get(GPU_RESOURCE)
-        if raw is not None:
-            try:
-                return int(str(raw))
-            except ValueError:
-                return 0
-    return 0
-
-
 def machine_node_name(machine: Mapping[str, Any]) -> str | None:
-    name = (machine.get("status") or {}).get("nodeName")
+    name = status_of(machine).get("nodeName")
     return str(name) if name else None
 
 
 def _owner(node: Mapping[str, Any]) -> tuple[str | None, str | None]:
     """(workspace, namespace) a node was made for, from its ``kaito.sh/workspace*`` labels."""
-    labels = _labels(node)
+    labels = meta(node).labels
     return labels.get(LABEL_WORKSPACE), labels.get(LABEL_WORKSPACE_NAMESPACE)
 
 
@@ -156,9 +131,8 @@ def qualified_nodes(ws: Workspace, nodes: Iterable[Mapping[str, Any]]) -> list[s
     instance_type = (ws.resource.instance_type or "").lower()
     out: list[str] = []
     for node in nodes:
-        labels = _labels(node)
-        name = _name(node)
-        if not node_is_ready(node) or not matches_selector(labels, selector):
+        labels, name = meta(node).labels, meta(node).name
+        if node_problem(node) is not None or not matches_selector(labels, selector):
             continue
         owner = _owner(node)
         if owner[0] is not None and owner != (ws.name, ws.namespace):
@@ -194,7 +168,7 @@ class NodePlan:
 
 
 def _slot(ws: Workspace, machine: Mapping[str, Any]) -> int:
-    slot = machine_slot(ws.namespace, ws.name, _name(machine))
+    slot = machine_slot(ws.namespace, ws.name, meta(machine).name)
     return slot if slot is not None else 1 << 30
 
 
@@ -207,8 +181,8 @@ def plan_nodes(ws: Workspace, required: int, machines: Sequence[Mapping[str, Any
     that exists answers AlreadyExists: a stale cache cannot double a Machine.
     """
     nodes = list(nodes)
-    own = sorted((dict(m) for m in machines), key=lambda m: (_slot(ws, m), _name(m)))
-    live = [m for m in own if not (m.get("metadata") or {}).get("deletionTimestamp")]
+    own = sorted((dict(m) for m in machines), key=lambda m: (_slot(ws, m), meta(m).name))
+    live = [m for m in own if not meta(m).deleting]
     keep, extra = live[:required], live[required:]
     machine_nodes = {machine_node_name(m) for m in own} - {None}
     candidates = [n for n in qualified_nodes(ws, nodes) if n not in machine_nodes]
@@ -222,9 +196,10 @@ def plan_nodes(ws: Workspace, required: int, machines: Sequence[Mapping[str, Any
             slots.append(slot)
         slot += 1
     plan = NodePlan(required=required, byo=byo, machines=keep, create_slots=slots,
-                    delete_machines=[_name(m) for m in extra])
+                    delete_machines=[meta(m).name for m in extra])
     chosen = set(plan.nodes)
-    plan.labelled = {_name(n) for n in nodes if _name(n) in chosen and _owner(n) == (ws.name, ws.namespace)}
+    plan.labelled = {meta(n).name for n in nodes
+                     if meta(n).name in chosen and _owner(n) == (ws.name, ws.namespace)}
     return plan
 
 
@@ -271,21 +246,44 @@ class ResourceState:
 
 
 def _machine_failure(machine: Mapping[str, Any]) -> tuple[str, str] | None:
-    for cond in (machine.get("status") or {}).get("conditions") or ():
-        if cond.get("status") == "False" and cond.get("reason") in _MACHINE_FAILURES:
-            return _MACHINE_FAILURES[cond["reason"]], str(cond.get("message") or cond["reason"])
+    for cond in conditions_of(machine):
+        reason = MachineReason.of(cond.get("reason"))
+        if cond.get("status") == CONDITION_FALSE and reason in _MACHINE_FAILURES:
+            return _MACHINE_FAILURES[reason], str(cond.get("message") or reason)
     return None
 
 
+def _machine_waiting(machine: Mapping[str, Any], node: str) -> str | None:
+    """Why the Machine behind ``node`` is not Ready (its own words), or None when it is."""
+    ready = condition_of(machine, MachineConditionType.READY)
+    if ready is not None and ready.get("status") == CONDITION_TRUE:
+        return None
+    said = f": {ready.get('message')}" if ready is not None and ready.get("message") else " yet"
+    return f"node {node} of Machine {meta(machine).name} is not Ready{said}"
+
+
+def _byo_waiting(name: str, node: Mapping[str, Any] | None) -> str | None:
+    """Why a node the user brings cannot take the workload (None when it can)."""
+    problem = node_problem(node, gpus=1) if node is not None else None
+    if node is not None and problem is None:
+        return None
+    if problem is not None and problem.check is NodeCheck.TAINTED:
+        return (f"node {name} {problem}; kube-controller-manager removes it once it sees the node Ready")
+    if problem is not None and problem.check is NodeCheck.GPUS:
+        return f"node {name} reports no {GPU_RESOURCE} yet; is the NVIDIA device plugin running on it?"
+    return f"node {name} is not Ready yet"
+
+
 def resource_state(plan: NodePlan, nodes_by_name: Mapping[str, Mapping[str, Any]]) -> ResourceState:
-    """ResourceReady: every node the Workspace needs exists, is Ready and reports GPUs."""
+    """ResourceReady: every node the Workspace needs exists and can take the workload: its
+    Machine is Ready, or (a node the user brings) it passes :func:`node_problem`."""
     for machine in plan.machines:
         failure = _machine_failure(machine)
         if failure is not None:
             reason, message = failure
-            return ResourceState(False, reason, f"Machine {_name(machine)} cannot be provisioned: {message}")
+            return ResourceState(False, reason, f"Machine {meta(machine).name} cannot be provisioned: {message}")
     missing = len(plan.create_slots)
-    pending = [_name(m) for m in plan.machines if not machine_node_name(m)]
+    pending = [meta(m).name for m in plan.machines if not machine_node_name(m)]
     if missing or pending:
         parts = []
         if missing:
@@ -294,19 +292,12 @@ def resource_state(plan: NodePlan, nodes_by_name: Mapping[str, Mapping[str, Any]
             parts.append(f"waiting for {', '.join(pending)} to get a node")
         return ResourceState(False, WorkspaceReason.PROVISIONING_NODES,
                              f"provisioning {plan.required} GPU node(s): {'; '.join(parts)}")
+    machine_of = {machine_node_name(m): m for m in plan.machines}
     for name in plan.nodes:
-        node = nodes_by_name.get(name)
-        pending = ephemeral_taints(node) if node is not None else []
-        if pending:
-            return ResourceState(False, WorkspaceReason.WAITING_FOR_NODES,
-                                 f"node {name} still carries {', '.join(pending)}; "
-                                 "kube-controller-manager removes it once it sees the node Ready")
-        if node is None or not node_is_ready(node):
-            return ResourceState(False, WorkspaceReason.WAITING_FOR_NODES, f"node {name} is not Ready yet")
-        if node_gpus(node) <= 0:
-            return ResourceState(False, WorkspaceReason.WAITING_FOR_NODES,
-                                 f"node {name} reports no {GPU_RESOURCE} yet; is the NVIDIA device plugin "
-                                 "running on it?")
+        owner = machine_of.get(name)
+        waiting = _machine_waiting(owner, name) if owner else _byo_waiting(name, nodes_by_name.get(name))
+        if waiting is not None:
+            return ResourceState(False, WorkspaceReason.WAITING_FOR_NODES, waiting)
     if len(plan.nodes) < plan.required:
         return ResourceState(False, WorkspaceReason.WAITING_FOR_NODES,
                              f"{len(plan.nodes)} of {plan.required} GPU node(s) found")

@@ -8,12 +8,11 @@ spelling: ``instanceType``, ``nodeLabels``...) and read like the dict.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kaito_core.provisioning import NodeRef
+from kaito_core.provisioning import NodeRef, parse_quantity
 
 __all__ = [
     "IMAGE_FAMILY_ANNOTATION",
@@ -26,9 +25,6 @@ __all__ = [
 IMAGE_FAMILY_ANNOTATION = "kaito.sh/node-image-family"
 OS_DISK_ANNOTATION = "kaito.sh/node-os-disk-size-gb"
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
-_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
-_QUANTITY = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*$")
 
 
 @dataclass(frozen=True)
@@ -104,15 +100,6 @@ def view_machine(machine: Any) -> MachineView:
 
 
 def parse_quantity_gib(quantity: str) -> int:
-    """A Kubernetes quantity (``128Gi``, ``100G``, ``137438953472``) in whole GiB, rounded up."""
-    match = _QUANTITY.match(quantity)
-    if not match:
-        raise ValueError(f"cannot parse quantity {quantity!r}")
-    number, suffix = float(match.group(1)), match.group(2)
-    if suffix in _BINARY:
-        size = number * _BINARY[suffix]
-    elif suffix in _DECIMAL:
-        size = number * _DECIMAL[suffix]
-    else:
-        raise ValueError(f"unknown quantity suffix {suffix!r} in {quantity!r}")
-    return max(1, int(-(-size // 2**30)))
+    """A Kubernetes quantity (``128Gi``, ``100G``, ``137438953472``) in whole GiB, rounded up
+    (kaito-core's quantity parser, the catalog's)."""
+    return max(1, -(-parse_quantity(quantity) // 2**30))

@@ -30,7 +30,17 @@ from azure.mgmt.containerservice.aio import ContainerServiceClient
 from azure.mgmt.containerservice.models import AgentPool, AgentPoolManagedClusterAgentPoolProfileProperties
 from pydantic import BaseModel
 
+from kaito_core.api import (
+    GPU_TAINT_EFFECT,
+    GPU_TAINT_KEY,
+    GPU_TAINT_VALUE,
+    LABEL_MACHINE,
+    LABEL_MACHINE_TYPE,
+    LABEL_WORKSPACE,
+    LABEL_WORKSPACE_NAMESPACE,
+)
 from kaito_core.provisioning import (
+    LABEL_PROVISIONER,
     InstanceTypeInfo,
     InstanceTypeUnavailableError,
     NodeRef,
@@ -62,13 +72,13 @@ __all__ = [
 ]
 
 AGENTPOOL_LABEL = "kubernetes.azure.com/agentpool"
-WORKSPACE_LABEL = "kaito.sh/workspace"
-WORKSPACE_NAMESPACE_LABEL = "kaito.sh/workspacenamespace"
-MACHINE_TYPE_LABEL = "kaito.sh/machine-type"
-MACHINE_LABEL = "kaito.sh/machine"
-PROVISIONER_LABEL = "kaito.sh/provisioner"
+# Our labels and taint are kaito-core's (its public API); only their ARM spelling is ours.
+MACHINE_LABEL = LABEL_MACHINE
+PROVISIONER_LABEL = LABEL_PROVISIONER
+#: On an agent pool: when we created it (label values may not hold ':', so not RFC 3339).
 CREATED_LABEL = "kaito.sh/creation-timestamp"
-GPU_TAINT = "sku=gpu:NoSchedule"
+#: kaito-core's GPU taint as ARM writes node taints (``sku=gpu:NoSchedule``).
+GPU_TAINT = f"{GPU_TAINT_KEY}={GPU_TAINT_VALUE}:{GPU_TAINT_EFFECT}"
 _TIMESTAMP_FORMAT = "%Y-%m-%dT%H-%M-%SZ"  # label values may not hold ':'
 _OS_SKUS = {"ubuntu": "Ubuntu", "azurelinux": "AzureLinux", "mariner": "AzureLinux", "cblmariner": "AzureLinux"}
 _RESERVED_LABEL_DOMAINS = ("kubernetes.io", "k8s.io", "kubernetes.azure.com")
@@ -230,12 +240,12 @@ class AKSProvisioner:
         labels: dict[str, str] = {k: v for k, v in {**view.labels, **view.node_labels}.items() if not _reserved(k)}
         created = _timestamp(now)
         labels.update({
-            MACHINE_TYPE_LABEL: "gpu",
-            MACHINE_LABEL: view.name,
-            PROVISIONER_LABEL: self.name,
+            LABEL_MACHINE_TYPE: "gpu",
+            LABEL_MACHINE: view.name,
+            LABEL_PROVISIONER: self.name,
             CREATED_LABEL: created,
         })
-        for key in (WORKSPACE_LABEL, WORKSPACE_NAMESPACE_LABEL):
+        for key in (LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE):
             if key in view.labels:
                 labels[key] = view.labels[key]
         taints: list[str] = [GPU_TAINT]
@@ -375,7 +385,7 @@ class AKSProvisioner:
             instance_type=pool.vm_size,
             ready=_state(pool) == _SUCCEEDED,
             labels=labels,
-            machine_name=labels.get(MACHINE_LABEL),
+            machine_name=labels.get(LABEL_MACHINE),
             created_at=_parse_timestamp(labels.get(CREATED_LABEL)),
         )
 
@@ -448,12 +458,12 @@ class AKSProvisioner:
         pools: list[AgentPool] = []
         try:
             async for pool in self.aks.agent_pools.list(s.arm_resource_group, s.azure_cluster_name):
-                if (pool.node_labels or {}).get(PROVISIONER_LABEL) == self.name:
+                if (pool.node_labels or {}).get(LABEL_PROVISIONER) == self.name:
                     pools.append(pool)
         except AzureError as exc:
             raise map_arm_error(exc, action=f"listing agent pools of {s.azure_cluster_name}") from exc
         nodes: dict[str, dict[str, Any]] = {}
-        for node in await self._nodes(f"{PROVISIONER_LABEL}={self.name}"):
+        for node in await self._nodes(f"{LABEL_PROVISIONER}={self.name}"):
             pool_of = ((node.get("metadata") or {}).get("labels") or {}).get(AGENTPOOL_LABEL)
             if pool_of:
                 nodes[pool_of] = node
@@ -496,9 +506,9 @@ class AKSProvisioner:
             raise map_arm_error(exc, action=f"listing agent pools of {s.azure_cluster_name}") from exc
         for pool in pools:
             labels = pool.node_labels or {}
-            if labels.get(PROVISIONER_LABEL) != self.name or _state(pool) == _DELETING:
+            if labels.get(LABEL_PROVISIONER) != self.name or _state(pool) == _DELETING:
                 continue
-            machine = labels.get(MACHINE_LABEL)
+            machine = labels.get(LABEL_MACHINE)
             created = _parse_timestamp(labels.get(CREATED_LABEL))
             if not machine or machine in live or created is None or now - created < grace:
                 continue
