@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, WithJsonSchema
+from pydantic.config import JsonDict
 
 from kaito_core.api.common import Condition, KubeModel, ObjectMeta
 from kaito_core.api.constants import (
@@ -51,17 +52,21 @@ Quantity = Annotated[
 ]
 
 _MAX_ITEMS = 100  # bounds the cost of the spec-immutability CEL rule
+# String bounds in the CRD (the same cost, and no megabyte strings): names, label keys, label values.
+_NAME: JsonDict = {"maxLength": 253}
+_LABEL_KEY: JsonDict = {"maxLength": 317}
+_LABEL_VALUE: JsonDict = {"type": "string", "maxLength": 63}
 
 
 class NodeSelectorRequirement(KubeModel):
-    key: str
+    key: str = Field(json_schema_extra=_LABEL_KEY)
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
-    values: list[str] | None = Field(default=None, json_schema_extra={"maxItems": _MAX_ITEMS})
+    values: list[str] | None = Field(default=None, json_schema_extra={"maxItems": _MAX_ITEMS, "items": _LABEL_VALUE})
 
 
 class Taint(KubeModel):
-    key: str
-    value: str | None = None
+    key: str = Field(json_schema_extra=_LABEL_KEY)
+    value: str | None = Field(default=None, json_schema_extra={"maxLength": 63})
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
 
 
@@ -74,7 +79,8 @@ class MachineResources(KubeModel):
 class MachineSpec(KubeModel):
     """What node to make. Immutable."""
 
-    instance_type: str = Field(description="Instance type (VM size) to launch, e.g. Standard_NC6s_v3.")
+    instance_type: str = Field(description="Instance type (VM size) to launch, e.g. Standard_NC6s_v3.",
+                               json_schema_extra=_NAME)
     requirements: list[NodeSelectorRequirement] | None = Field(
         default=None, description="Node selector requirements the node must satisfy (zones, capacity type, ...).",
         json_schema_extra={"maxItems": _MAX_ITEMS})
@@ -87,9 +93,10 @@ class MachineSpec(KubeModel):
     resources: MachineResources | None = None
     node_labels: dict[str, str] | None = Field(
         default=None, description="Labels the node is created with.",
-        json_schema_extra={"maxProperties": _MAX_ITEMS})
+        json_schema_extra={"maxProperties": _MAX_ITEMS, "additionalProperties": _LABEL_VALUE})
     provisioner: str | None = Field(
-        default=None, description="Name of the provisioner plugin that makes the node (e.g. azure-aks).")
+        default=None, description="Name of the provisioner plugin that makes the node (e.g. azure-aks).",
+        json_schema_extra=_NAME)
 
 
 class MachineStatus(KubeModel):

@@ -304,3 +304,12 @@ def test_an_overlong_string_is_refused_naming_the_field() -> None:
     errors = validate_workspace(doc)
     assert [e.path for e in errors] == ["inference.preset.name"]
     assert "at most 253 characters" in errors[0].message, errors[0].message
+
+
+def test_the_machine_crd_bounds_every_string_of_its_spec() -> None:
+    from kaito_core.api.crd import machine_crd
+
+    spec = machine_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    unbounded = [path for path, node in _spec_nodes(spec, "spec")
+                 if node.get("type") == "string" and "enum" not in node and "maxLength" not in node]
+    assert unbounded == [], f"unbounded in the Machine CRD: {unbounded}"
