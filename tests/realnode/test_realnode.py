@@ -132,29 +132,37 @@ def test_a_pod_of_curlimages_curl_pulls_from_the_local_registry_through_the_node
     real_nodes: RealNodes, kube_cluster: Cluster, namespace: str, curl_image: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    """The walkthrough's ``--image=curlimages/curl``: containerd resolves docker.io to our registry only."""
-    for registry in start_registry(tmp_path_factory.mktemp("mirror-registry"), None):
-        registry.push_podman_image(curl_image, "curlimages/curl:latest")
-        real_nodes.mirror_registries(real_nodes.expose_host_port(registry.port))
-        overrides = {"spec": {"tolerations": [GPU_TOLERATION], "nodeName": GPU_NODE}}
-        run = kube_cluster.kubectl("run", "-i", "--rm", "--restart=Never", "pulled", "--image=curlimages/curl",
-                                   "-n", namespace, f"--overrides={json.dumps(overrides)}",
-                                   "--", "curl", "--version", check=False, timeout=180)
-        assert run.returncode == 0, run.stderr
-        assert run.stdout.startswith("curl "), run.stdout
-        images = real_nodes[GPU_NODE].ctr("images", "ls", "-q").stdout.split()
-        assert "docker.io/curlimages/curl:latest" in images, images
-        # a registry nobody mirrors to us does not exist: the pull fails instead of leaving the machine
-        other = kube_cluster.kubectl("run", "elsewhere", "--restart=Never", "--image=quay.io/nobody/nothing:1",
-                                     "-n", namespace, f"--overrides={json.dumps(overrides)}", check=False)
-        assert other.returncode == 0, other.stderr
+    """The walkthrough's ``--image=curlimages/curl``: containerd resolves docker.io to our registry only.
 
-        def waiting_reason() -> str:
-            status = kubectl_json(kube_cluster, "get", "pod", "elsewhere", "-n", namespace)["status"]
-            states = [c.get("state", {}) for c in status.get("containerStatuses") or []]
-            return next((s["waiting"].get("reason", "") for s in states if "waiting" in s), "")
+    On a node of its own that imports nothing (``images=False``): what runs there was pulled."""
+    (node,) = real_nodes.start([NodeSpec("real-mirror", labels={"kaito.sh/test": "mirror"}, images=False)])
+    try:
+        for registry in start_registry(tmp_path_factory.mktemp("mirror-registry"), None):
+            registry.push_podman_image(curl_image, "curlimages/curl:latest")
+            real_nodes.mirror_registries(real_nodes.expose_host_port(registry.port))
+            overrides = {"spec": {"nodeName": node.name}}
+            run = kube_cluster.kubectl("run", "-i", "--rm", "--restart=Never", "pulled", "--image=curlimages/curl",
+                                       "-n", namespace, f"--overrides={json.dumps(overrides)}",
+                                       "--", "curl", "--version", check=False, timeout=180)
+            assert run.returncode == 0, run.stderr
+            assert run.stdout.startswith("curl "), run.stdout
+            images = node.ctr("images", "ls", "-q").stdout.split()
+            assert "docker.io/curlimages/curl:latest" in images, images
+            # a registry nobody mirrors to us does not exist: the pull fails instead of leaving the machine
+            other = kube_cluster.kubectl("run", "elsewhere", "--restart=Never", "--image=quay.io/nobody/nothing:1",
+                                         "-n", namespace, f"--overrides={json.dumps(overrides)}", check=False)
+            assert other.returncode == 0, other.stderr
 
-        wait_until(lambda: waiting_reason() in ("ErrImagePull", "ImagePullBackOff"), 120, "the pull to fail")
+            def waiting_reason() -> str:
+                status = kubectl_json(kube_cluster, "get", "pod", "elsewhere", "-n", namespace)["status"]
+                states = [c.get("state", {}) for c in status.get("containerStatuses") or []]
+                return next((s["waiting"].get("reason", "") for s in states if "waiting" in s), "")
+
+            wait_until(lambda: waiting_reason() in ("ErrImagePull", "ImagePullBackOff"), 120, "the pull to fail")
+    finally:
+        kube_cluster.kubectl("delete", "pod", "elsewhere", "-n", namespace, "--force", "--grace-period=0",
+                             check=False)
+        real_nodes.remove_node(node.name)
 
 
 def test_pods_resolve_services_by_name_and_nothing_outside_the_cluster(
@@ -169,8 +177,13 @@ def test_pods_resolve_services_by_name_and_nothing_outside_the_cluster(
               " getent hosts huggingface.co || echo unresolved; grep ^nameserver /etc/resolv.conf")
     manifest = pod_manifest("resolver", GPU_NODE, curl_image, {"name": "main", "command": ["sh", "-c", script]})
     kube_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
-    wait_until(lambda: kubectl_json(kube_cluster, "get", "pod", "resolver", "-n", namespace)["status"]
-               .get("phase") in ("Succeeded", "Failed"), 120, "the resolver pod", interval=0.5)
+    try:
+        wait_until(lambda: kubectl_json(kube_cluster, "get", "pod", "resolver", "-n", namespace)["status"]
+                   .get("phase") in ("Succeeded", "Failed"), 120, "the resolver pod", interval=0.5)
+    finally:
+        log = kube_cluster.kubectl("logs", "resolver", "-n", namespace, check=False)
+        print(f"\n[realnode] resolver: {log.stdout!r} {log.stderr!r}",
+              kubectl_json(kube_cluster, "get", "pod", "resolver", "-n", namespace)["status"])
     lines = real_nodes[GPU_NODE].pod_log(namespace, "resolver", "main").split("\n")
     assert lines[:4] == [cluster_ip, "10.96.0.1", "unresolved", f"nameserver {CLUSTER_DNS_IP}"], lines
 
