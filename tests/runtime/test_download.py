@@ -233,3 +233,15 @@ def test_cli_takes_the_deadline() -> None:
     from kaito_presets.runtime.download import build_parser
 
     assert build_parser().parse_args(["--deadline", "90", "https://example.com/d"]).deadline == 90.0
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_no_deadline_means_no_watchdog(http_server: tuple[str, dict[str, int]], tmp_path: Path) -> None:
+    import math
+
+    from kaito_presets.runtime.download import download
+
+    url, _ = http_server
+    path = download(f"{url}/data/train.parquet", tmp_path, deadline=math.inf, allow_networks=LOOPBACK)
+    time.sleep(0.2)  # a watchdog thread started with an infinite interval would fail by now
+    assert path.read_bytes() == PAYLOAD

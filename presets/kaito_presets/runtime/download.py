@@ -154,7 +154,8 @@ class _Watchdog:
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def __enter__(self) -> _Watchdog:
-        self._timer.start()
+        if math.isfinite(self._timer.interval):  # no deadline: nothing to watch
+            self._timer.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
