@@ -33,6 +33,25 @@ __all__ = ["Operator"]
 log = structlog.get_logger("kaito_core.manager")
 
 
+async def _reload_when_changed(server: WebhookServer, interval: float = 30.0) -> None:
+    """A mounted certificate (cert-manager's Secret): serve it again whenever the kubelet updates the files."""
+
+    def contents() -> tuple[bytes, bytes]:
+        return server.cert_file.read_bytes(), server.key_file.read_bytes()
+
+    seen = contents()
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            now = contents()
+            if now != seen:
+                server.reload_certificates()
+                seen = now
+                log.info("webhook certificate files changed; serving the new certificate")
+        except (OSError, ValueError) as exc:  # a half-updated volume: look again next time
+            log.warning("could not reload the webhook certificate", error=repr(exc))
+
+
 class Operator:
     """Owns the Manager, the provisioner and the webhook; build with :meth:`create`."""
 
@@ -105,7 +124,7 @@ class Operator:
             if self.certs is not None:
                 await self.certs.run(on_change=server.reload_certificates)
             else:
-                await asyncio.Event().wait()
+                await _reload_when_changed(server)
         finally:
             await server.stop()
 
