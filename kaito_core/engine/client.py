@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -99,6 +99,10 @@ class Client:
         self.field_manager = field_manager
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
+        self.write_fence: Callable[[str, str], None] | None = None
+        """Called with (method, path) right before every attempt of anything but GET/HEAD; raises to
+        stop the write. The Manager sets it under leader election: no write once the lease may be
+        someone else's (a leader paused past its lease, then resumed)."""
 
     # -- plumbing
 
@@ -134,6 +138,8 @@ class Client:
         response: RawResponse | None = None
         async for attempt in retrying:
             with attempt:
+                if self.write_fence is not None and method not in ("GET", "HEAD"):
+                    self.write_fence(method, path)
                 response = await self.transport.request(method, path, query=query, headers=headers,
                                                         body=data, timeout=per_try)
                 if response.status >= 400:

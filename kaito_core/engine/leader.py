@@ -51,13 +51,23 @@ class LeaderElector:
         self._observed_at = 0.0
         self._last_renew = 0.0
         self._is_leader = False
+        self._has_led = False
         self._log = log.bind(lease=f"{settings.lease_namespace}/{settings.lease_name}", identity=self.identity)
 
     @property
     def is_leader(self) -> bool:
         return self._is_leader
 
+    def lease_may_be_lost(self) -> bool:
+        """True once this replica has led and has not renewed within ``renew_deadline``: from then on
+        a standby may hold the lease, so nothing may be written (the Manager's write fence). The
+        monotonic clock keeps running while the process is stopped, so a leader resumed after a
+        SIGSTOP (or a long GC pause, a frozen VM) sees it before its first write."""
+        return self._has_led and self.clock.now() - self._last_renew >= self.settings.renew_deadline
+
     def _set_leader(self, value: bool) -> None:
+        if value:
+            self._has_led = True
         if value != self._is_leader:
             self._is_leader = value
             self._log.info("leadership changed", leader=value)

@@ -57,11 +57,14 @@ class Manager:
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._ready = False
+        self.fenced_writes = 0
+        """Writes the leader-election fence refused (see :meth:`LeaderElector.lease_may_be_lost`)."""
         le = self.settings.leader_election
         self.elector: LeaderElector | None = None
         if le.enabled:
             self.elector = LeaderElector(client, le, on_change=lambda leader: self.metrics.leader_status.labels(
                 le.lease_name).set(1 if leader else 0))
+            client.write_fence = self._fence
         self.http: HealthServer | None = None
         if self.settings.http_port is not None:
             self.http = HealthServer(self.metrics.registry, self.settings.bind_address, self.settings.http_port)
@@ -75,6 +78,13 @@ class Manager:
         transport = await ApiClientTransport.from_kubeconfig(kubeconfig)
         client = Client(transport, field_manager=settings.field_manager, timeout=settings.request_timeout)
         return cls(client, settings, **kwargs)
+
+    def _fence(self, method: str, path: str) -> None:
+        """The client's write fence: refuse a write once the lease may have passed to another replica."""
+        if self.elector is not None and self.elector.lease_may_be_lost():
+            self.fenced_writes += 1
+            raise LeaderElectionLostError(f"not sending {method} {path}: the lease was not renewed within the "
+                                          "renew deadline, another replica may lead now")
 
     # -- registration
 
