@@ -70,6 +70,10 @@ class SimulatedSettings(BaseSettings):
     """Fraction (0..1) of ``create`` calls that fail with a RetryableError before doing anything."""
     retryable_after: float = Field(default=1.0, gt=0)
     """The ``retry_after`` (seconds) of those injected RetryableErrors."""
+    lost_answer_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Fraction (0..1) of ``create`` calls that launch the node and then fail with a RetryableError
+    anyway, as when a cloud API did the work but its answer was lost (a timeout, a dropped
+    connection): the caller must find the node on its next try, not launch a second one."""
     seed: int | None = None
     """Seed of the random draw behind ``retryable_error_rate`` (None: not reproducible)."""
     allow_unknown_instance_types: bool = False
@@ -212,6 +216,10 @@ class SimulatedProvisioner:
         except AlreadyExistsError:
             node = await self.client.get(NODE, name)
             return self._adopt(machine, node)
+        if self.settings.lost_answer_rate and self._rng.random() < self.settings.lost_answer_rate:
+            self.calls["answers_lost"] += 1
+            raise RetryableError(f"the simulated cloud launched Machine {machine.name}'s node but the answer was "
+                                 "lost (injected: lost_answer_rate); retrying", after=self.settings.retryable_after)
         if self._log is not None:
             self._log.info("simulated node created", node=name, machine=machine.name, instance_type=instance_type)
         return self._ref(node)
