@@ -7,8 +7,13 @@
 * :class:`Fleet`: informers in the test process on Workspaces, Machines, Nodes and Deployments that
   remember every name ever seen and when each Workspace first turned Ready (time to ready,
   duplicates, leaks).
+* :func:`audited_creates`: every create the apiserver's audit log holds for a user, per object
+  (a second create of the same Node is a duplicate launch even when it was answered AlreadyExists).
+* :func:`objects_left`: what is still there, listed afresh from the apiserver (not from the
+  informers a wait already looked at).
 * :data:`RESULTS`: rows of the final table (printed by conftest.py, saved as
-  benchmarks/results/reliability.json).
+  benchmarks/results/reliability.json). A test records its row first and fills each figure in as
+  soon as it is measured, before asserting on it, so a failed row keeps its counts.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,13 +46,17 @@ __all__ = [
     "Fleet",
     "OperatorProcess",
     "ReliabilityRow",
+    "audited_creates",
     "condition",
     "env_int",
     "eventually",
     "install_crds",
     "is_true",
+    "objects_left",
     "operator_kubeconfig",
     "ready_now",
+    "record",
+    "repeated",
     "workspace_doc",
 ]
 
@@ -73,6 +82,11 @@ class ReliabilityRow:
     objects_created: int = 0
     objects_left: int = 0
     duplicates: int = 0
+    provider_creates: int = 0
+    """Creates that reached the provider: Node POSTs of the simulated one (audit log), agent-pool PUTs
+    the fake ARM executed; each object more than once is counted in ``duplicates``."""
+    answers_lost: int = 0
+    """Faults of the kind "the call took effect, then the caller got an error"."""
     max_convergence_s: float = 0.0
     passed: bool = False
     notes: str = ""
@@ -90,10 +104,11 @@ def record(row: ReliabilityRow) -> ReliabilityRow:
 
 
 def table(rows: Iterable[ReliabilityRow]) -> str:
-    head = ("scenario", "runs", "kills survived", "faults injected", "objects created", "objects left",
-            "duplicates", "max convergence s", "result")
-    body = [(r.scenario, str(r.runs), str(r.kills_survived), str(r.faults_injected), str(r.objects_created),
-             str(r.objects_left), str(r.duplicates), f"{r.max_convergence_s:.1f}", "pass" if r.passed else "FAIL")
+    head = ("scenario", "runs", "kills survived", "faults injected", "answers lost", "objects created",
+            "provider creates", "objects left", "duplicates", "max convergence s", "result")
+    body = [(r.scenario, str(r.runs), str(r.kills_survived), str(r.faults_injected), str(r.answers_lost),
+             str(r.objects_created), str(r.provider_creates), str(r.objects_left), str(r.duplicates),
+             f"{r.max_convergence_s:.1f}", "pass" if r.passed else "FAIL")
             for r in rows]
     widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(head)]
     lines = [" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)),
@@ -205,6 +220,48 @@ def audited_requests(plane: ControlPlane, user: str, since_line: int = 0) -> tup
                 sub = f"/{ref['subresource']}" if ref.get("subresource") else ""
                 by_kind[f"{event['verb']} {ref.get('resource', event.get('requestURI', '?'))}{sub}"] += 1
     return len(ids), dict(by_kind), lines
+
+
+def audited_creates(plane: ControlPlane, user: str, resource: str = "nodes") -> Counter[str]:
+    """Creates of ``resource`` by ``user`` in the audit log, per object name, whatever the answer
+    (201, or 409 AlreadyExists: a create attempted twice is a duplicate either way)."""
+    creates: Counter[str] = Counter()
+    seen: set[str] = set()
+    if not plane.audit_log.exists():
+        return creates
+    with plane.audit_log.open() as fh:
+        for line in fh:
+            if f'"{user}"' not in line or '"create"' not in line:
+                continue
+            event = json.loads(line)
+            ref = event.get("objectRef") or {}
+            if (event.get("user", {}).get("username") != user or event.get("verb") != "create"
+                    or ref.get("resource") != resource or ref.get("subresource") or event["auditID"] in seen):
+                continue
+            seen.add(event["auditID"])
+            # A POST names its object in the body; the Metadata-level event has it in objectRef.name.
+            creates[str(ref.get("name") or event.get("requestURI"))] += 1
+    return creates
+
+
+def repeated(creates: Counter[str]) -> dict[str, int]:
+    """The objects created more than once."""
+    return {name: n for name, n in creates.items() if n > 1}
+
+
+async def objects_left(client: Client, namespaces: Iterable[str]) -> int:
+    """Workspaces, Machines, Nodes and Deployments of ``namespaces`` still there: a fresh LIST from the
+    apiserver, independent of the Fleet's informers (which the "nothing left" wait already read)."""
+    wanted = set(namespaces)
+    left = 0
+    for ns in wanted:
+        left += len((await client.list(WORKSPACE, ns)).items)
+        left += len((await client.list(DEPLOYMENT, ns)).items)
+    for kind in (MACHINE, NODE):
+        for obj in (await client.list(kind, label_selector=LABEL_WORKSPACE_NAMESPACE)).items:
+            if ((obj.get("metadata") or {}).get("labels") or {}).get(LABEL_WORKSPACE_NAMESPACE) in wanted:
+                left += 1
+    return left
 
 
 # -- the operator as a process ----------------------------------------------------------------------

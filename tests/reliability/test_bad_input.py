@@ -211,6 +211,82 @@ def test_ten_thousand_generated_documents_through_admission_and_the_reconciler_g
     row.passed = True
 
 
+# -- written-down cases: the expected outcome is in the test, not computed by the validator -------------
+
+PHI3 = next(e for e in EXAMPLES if e["metadata"]["name"] == "workspace-phi-3-mini")
+TUNING = next(e for e in EXAMPLES if "tuning" in e)
+
+
+def _changed(base: dict[str, Any], *changes: tuple[tuple[str, ...], Any]) -> dict[str, Any]:
+    doc = copy.deepcopy(base)
+    for path, value in changes:
+        _set(doc, path, value)
+    return doc
+
+
+def _pod(**spec: Any) -> dict[str, Any]:
+    return {"spec": {"containers": [{"name": "c", "image": "reg.io/app:1"}], **spec}}
+
+
+_PRIVILEGED = {"spec": {"containers": [{"name": "c", "image": "reg.io/app:1",
+                                        "securityContext": {"privileged": True}}]}}
+_NO_INFERENCE = copy.deepcopy(PHI3)
+del _NO_INFERENCE["inference"]
+
+#: (case, document, None when it must be allowed, else a text the denial must contain: the field's path).
+WRITTEN: list[tuple[str, dict[str, Any], str | None]] = [
+    ("seed example phi-3", PHI3, None),
+    ("seed example tuning", TUNING, None),
+    ("two nodes", _changed(PHI3, (("resource", "count"), 2)), None),
+    ("count 0", _changed(PHI3, (("resource", "count"), 0)), "resource.count"),
+    ("count -1", _changed(PHI3, (("resource", "count"), -1)), "resource.count"),
+    ("count 65 (above the maximum)", _changed(PHI3, (("resource", "count"), 65)), "resource.count"),
+    ("count 2**70", _changed(PHI3, (("resource", "count"), 2**70)), "resource.count"),
+    ("count as a string", _changed(PHI3, (("resource", "count"), "2")), "resource.count"),
+    ("unknown preset", _changed(PHI3, (("inference", "preset", "name"), "gpt-5")), "inference.preset.name"),
+    ("GPU too small for the model", _changed(PHI3, (("resource", "instanceType"), "Standard_NC4as_T4_v3"),
+                                             (("inference", "preset", "name"), "phi-3-medium-4k-instruct")),
+     "resource.instanceType"),
+    ("not a GPU instance type", _changed(PHI3, (("resource", "instanceType"), "Standard_D4s_v3")),
+     "resource.instanceType"),
+    ("hostPath volume", _changed(PHI3, (("inference", "template"), _pod(volumes=[
+        {"name": "root", "hostPath": {"path": "/"}}]))), "inference.template"),
+    ("privileged container", _changed(PHI3, (("inference", "template"), _PRIVILEGED)), "inference.template"),
+    ("hostNetwork", _changed(PHI3, (("inference", "template"), _pod(hostNetwork=True))), "inference.template"),
+    ("hostPID", _changed(PHI3, (("inference", "template"), _pod(hostPID=True))), "inference.template"),
+    ("foreign ServiceAccount", _changed(PHI3, (("inference", "template"), _pod(serviceAccountName="admin"))),
+     "inference.template"),
+    ("tuning download from the metadata address", _changed(TUNING, (("tuning", "input", "urls"),
+                                                                  ["http://169.254.169.254/latest"])),
+     "tuning.input.urls"),
+    ("tuning download from loopback", _changed(TUNING, (("tuning", "input", "urls"), ["http://127.0.0.1/x"])),
+     "tuning.input.urls"),
+    ("tuning hostPath output", _changed(TUNING, (("tuning", "output"), {"volumeSource": {
+        "hostPath": {"path": "/etc/kubernetes"}}})), "tuning.output"),
+    ("both inference and tuning", _changed(PHI3, (("tuning",), copy.deepcopy(TUNING["tuning"]))), "tuning"),
+    ("neither inference nor tuning", _NO_INFERENCE, "inference"),
+    ("unknown tuning method", _changed(TUNING, (("tuning", "method"), "full")), "tuning.method"),
+    ("eleven adapters", _changed(PHI3, (("inference", "adapters"), [
+        {"source": {"name": f"a{i}", "image": f"reg.io/a{i}:1"}, "strength": "0.5"} for i in range(11)])),
+     "inference.adapters"),
+]
+
+
+@pytest.mark.parametrize(("case", "doc", "denied_for"), WRITTEN, ids=[c for c, _, _ in WRITTEN])
+def test_written_down_cases_get_their_written_down_outcome(case: str, doc: dict[str, Any],
+                                                           denied_for: str | None) -> None:
+    answer = admission_review(_review(doc, None))["response"]
+    errors = validate_workspace(doc)
+    ws, _ = parse_workspace(doc)
+    if denied_for is None:
+        assert answer["allowed"] is True, (case, answer)
+        assert not errors and ws is not None, (case, errors)
+        return
+    assert answer["allowed"] is False, f"{case}: admitted, want a denial naming {denied_for}"
+    assert denied_for in answer["status"]["message"], (case, answer["status"]["message"])
+    assert errors, f"{case}: the reconciler's gate would act on it"
+
+
 # -- on a real apiserver ---------------------------------------------------------------------------------
 
 
@@ -309,11 +385,24 @@ async def test_invalid_workspaces_on_a_real_apiserver_create_nothing(private_pla
             else:
                 stored_valid.add(stored["metadata"]["name"])
         assert len(stored_invalid) >= APPLY * 0.5, (len(stored_invalid), len(stored_valid), refused)
+        # The written-down cases, with the outcome the test states (not what the validator computes).
+        written: dict[str, str | None] = {}
+        for i, (_case, doc, denied_for) in enumerate(WRITTEN):
+            body = _for_apiserver(doc, f"written-{i:02d}", ns)
+            try:
+                stored = await fleet.client.create(body, kind=WORKSPACE)
+            except (InvalidError, ConflictError, APIError, ValueError):
+                assert denied_for is not None, f"the apiserver refused {_case!r}, which must be allowed"
+                refused += 1
+                continue
+            written[stored["metadata"]["name"]] = denied_for
+            if denied_for is not None:
+                stored_invalid[stored["metadata"]["name"]] = (stored["metadata"]["uid"], [])
 
         async def all_reported() -> bool:
             items = {w["metadata"]["name"]: w for w in fleet.objects("workspaces")}
             return all((condition(items.get(n), "WorkspaceReady") or {}).get("reason") == "ValidationFailed"
-                       for n in stored_invalid)
+                       for n in stored_invalid) and all(condition(items.get(n), "WorkspaceReady") for n in written)
 
         started = time.monotonic()
         await eventually(all_reported, 120, message="every invalid Workspace reported ValidationFailed",
@@ -321,6 +410,13 @@ async def test_invalid_workspaces_on_a_real_apiserver_create_nothing(private_pla
         row.max_convergence_s = time.monotonic() - started
         await asyncio.sleep(5)  # let the valid ones get going too, then look for anything made for an invalid one
         items = {w["metadata"]["name"]: w for w in fleet.objects("workspaces")}
+        wrong: list[str] = []
+        for name, denied_for in written.items():
+            cond = condition(items.get(name), "WorkspaceReady") or {}
+            if denied_for is None and cond.get("reason") == "ValidationFailed":
+                wrong.append(f"{name}: refused, must be allowed: {cond.get('message')}")
+            elif denied_for is not None and denied_for not in str(cond.get("message", "")):
+                wrong.append(f"{name}: want a ValidationFailed naming {denied_for}, got {cond}")
         for name, (_uid, errors) in stored_invalid.items():
             message = (condition(items[name], "WorkspaceReady") or {}).get("message", "")
             for error in errors:
@@ -340,7 +436,9 @@ async def test_invalid_workspaces_on_a_real_apiserver_create_nothing(private_pla
         row.faults_injected = len(stored_invalid) + refused
         row.notes = (f"{len(sample)} applied; {refused} more candidates refused by the CRD schema (dry run), "
                      f"{len(stored_invalid)} stored but invalid "
-                     f"(ValidationFailed, nothing made), {len(stored_valid)} valid")
+                     f"(ValidationFailed, nothing made), {len(stored_valid)} valid; "
+                     f"{len(written)} written-down cases stored, {len(wrong)} with another outcome than written")
+        assert not wrong, "written-down cases with another outcome:\n" + "\n".join(wrong)
         assert not made, f"resources created for invalid Workspaces: {made}"
         assert op.alive(), op.tail()
         row.passed = True

@@ -1,6 +1,7 @@
 """Leader failover: two operator processes with Lease election; the leader is killed (-9) again and
 again while Workspaces come up. The standby takes over within 20 s every time, and at no moment do
-both act.
+both act. Then a leader is paused (SIGSTOP) with node launches in flight until the standby has taken
+over, and resumed (SIGCONT): it must not write anything once it runs again, only step down and exit.
 
 "Acting" is measured from the outside: each process runs as its own ServiceAccount, so the
 apiserver's audit log attributes every write (create/update/patch/delete of anything but the Lease)
@@ -19,6 +20,7 @@ import itertools
 import json
 import os
 import random
+import signal
 import time
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from reliability_support import (
     ReliabilityRow,
     env_int,
     eventually,
+    objects_left,
     operator_kubeconfig,
     record,
     workspace_doc,
@@ -180,3 +183,90 @@ async def test_killing_the_leader_hands_over_within_20s_and_never_two_act(
     row.notes += f"; takeover max {max(log_takeovers):.1f}s mean {sum(log_takeovers) / len(log_takeovers):.1f}s"
     row.passed = True
 
+
+
+PAUSED_NS = "leader-paused"
+PAUSE_WORKSPACES = env_int("LEADER_PAUSE_WORKSPACES", 8)
+
+
+async def test_a_leader_paused_past_its_lease_writes_nothing_when_it_resumes(
+        private_plane: ControlPlane, fleet: Fleet, tmp_path: Path) -> None:
+    """SIGSTOP the leader while its node launches sleep (3 s launch delay), keep it stopped until the standby
+    holds the lease and has acted, SIGCONT it: from the audit log, no write of the resumed process (anything
+    but its Lease) reaches the apiserver after it was stopped, and it exits (leadership lost)."""
+    row = record(ReliabilityRow("leader paused (SIGSTOP) past its lease, then resumed"))
+    private_plane.kubectl("create", "namespace", PAUSED_NS)
+    await fleet.start([PAUSED_NS])
+    ops: dict[str, OperatorProcess] = {}
+    users: dict[str, str] = {}
+    for slot in ("pause-a", "pause-b"):
+        kubeconfig, users[slot] = operator_kubeconfig(private_plane, tmp_path, account=f"op-{slot}")
+        ops[slot] = OperatorProcess(kubeconfig, tmp_path, identity=slot, leader_elect=True,
+                                    provisioner_settings={"launch_delay": 2.0})
+        ops[slot].start()
+
+    async def holder() -> str:
+        lease = await fleet.client.get_or_none(LEASE, "kaito-core-leader", "kaito-system")
+        return str(((lease or {}).get("spec") or {}).get("holderIdentity") or "")
+
+    stray: list[str] = []
+    try:
+        await eventually(lambda: all(op.ready() for op in ops.values()), 90, message="both replicas ready")
+
+        async def ours() -> bool:
+            return (await holder()).startswith("pause-")
+
+        await eventually(ours, 60, message="a leader among the paused-test replicas")
+        slot = (await holder()).split("_")[0]
+        standby = "pause-b" if slot == "pause-a" else "pause-a"
+        paused = ops[slot]
+        await fleet.create_workspaces([workspace_doc(f"p-{i:02d}", PAUSED_NS) for i in range(PAUSE_WORKSPACES)])
+
+        async def launching() -> bool:  # Machines exist: their node launches are sleeping in the leader
+            return fleet.counts()["machines"] >= PAUSE_WORKSPACES
+
+        await eventually(launching, 60, interval=0.05, message="Machines created by the leader")
+        stopped_at = time.time()
+        os.kill(paused.pid, signal.SIGSTOP)
+        row.faults_injected += 1
+        try:
+            async def taken_over() -> bool:
+                return (await holder()).startswith(standby)
+
+            takeover = await eventually(taken_over, 60, interval=0.2, message=f"{standby} takes over")
+            # Let the new leader act on the in-flight Workspaces while the old one is still stopped.
+            await eventually(lambda: fleet.ready_count() == PAUSE_WORKSPACES, 120, message="all Ready under the "
+                             "new leader", describe=lambda: str(fleet.not_ready()))
+        finally:
+            resumed_at = time.time()
+            os.kill(paused.pid, signal.SIGCONT)
+        row.max_convergence_s = takeover
+        exited = await eventually(lambda: not paused.alive(), 60, interval=0.2,
+                                  message="the resumed leader steps down and exits", describe=paused.tail)
+        await asyncio.sleep(2.0)  # anything it sent on the way out reaches the audit log
+        writes = _writes(private_plane, users[slot])
+        # Received after the stop (plus slack for a request already on the wire): sent after the resume.
+        stray = [f"{when - resumed_at:+.2f}s after resume: {what}" for when, what in writes
+                 if when > stopped_at + SLACK]
+        row.duplicates = len(fleet.duplicates({})) + len(stray)
+        fenced = sum("not sending" in str(line.get("error", "")) for line in paused.log_lines())
+        row.notes = (f"stopped {resumed_at - stopped_at:.1f}s; takeover {takeover:.1f}s; exited {exited:.1f}s "
+                     f"after resume; {len(writes)} writes before the stop, {len(stray)} after; "
+                     f"{fenced} refused by the write fence")
+        assert any(when <= stopped_at for when, _ in writes), "the paused leader made no write at all: no test"
+        assert not stray, "the resumed leader wrote after losing its lease:\n" + "\n".join(stray[:20])
+        await fleet.delete_workspaces()
+        try:
+            await eventually(lambda: not any(fleet.counts()[k] for k in ("workspaces", "machines", "nodes")), 120,
+                             message="nothing left", describe=lambda: str(fleet.leftovers()))
+        finally:
+            row.objects_created = len(fleet.machine_uids) + len(fleet.node_uids) + PAUSE_WORKSPACES
+            row.objects_left = await objects_left(fleet.client, [PAUSED_NS])
+        assert row.objects_left == 0
+        assert not fleet.duplicates({}), fleet.duplicates({})
+        row.passed = True
+    finally:
+        for op in ops.values():
+            if op.alive():
+                os.kill(op.pid, signal.SIGCONT)
+            op.stop()

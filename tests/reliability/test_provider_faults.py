@@ -31,11 +31,14 @@ from reliability_support import (
     Fleet,
     OperatorProcess,
     ReliabilityRow,
+    audited_creates,
     condition,
     env_int,
     eventually,
+    objects_left,
     operator_kubeconfig,
     record,
+    repeated,
     workspace_doc,
 )
 
@@ -139,14 +142,16 @@ async def in_process_operator(plane: ControlPlane, provisioner: Any, name: str) 
 
 async def test_simulated_cloud_failing_30_percent_converges(private_plane: ControlPlane, fleet: Fleet,
                                                            tmp_path: Path) -> None:
+    """30% of creates fail before doing anything, and 30% of the rest launch the node and then lose the answer:
+    every Machine still gets exactly one node launch (one audited Node POST, whatever it was answered)."""
     seed = int(os.environ.get("KAITO_RELIABILITY_SEED", random.randrange(1 << 30)))
-    row = record(ReliabilityRow("provider faults: simulated 30% retryable", notes=f"seed {seed}"))
+    row = record(ReliabilityRow("provider faults: simulated 30% retryable + 30% answers lost", notes=f"seed {seed}"))
     ns = "faults-sim"
     private_plane.kubectl("create", "namespace", ns)
     await fleet.start([ns])
-    kubeconfig, _ = operator_kubeconfig(private_plane, tmp_path)
+    kubeconfig, user = operator_kubeconfig(private_plane, tmp_path)
     op = OperatorProcess(kubeconfig, tmp_path, identity="faults-sim", provisioner_settings={
-        "retryable_error_rate": 0.3, "retryable_after": 0.5, "seed": seed})
+        "retryable_error_rate": 0.3, "lost_answer_rate": 0.3, "retryable_after": 0.5, "seed": seed})
     op.start()
     try:
         await eventually(op.ready, 90, message="operator /readyz", describe=op.tail)
@@ -157,17 +162,27 @@ async def test_simulated_cloud_failing_30_percent_converges(private_plane: Contr
         up = time.monotonic() - started
         await fleet.delete_workspaces()
         started = time.monotonic()
-        await eventually(lambda: not any(fleet.counts()[k] for k in ("workspaces", "machines", "nodes")), 120,
-                         message="nothing left", describe=lambda: str(fleet.leftovers()))
+        try:
+            await eventually(lambda: not any(fleet.counts()[k] for k in ("workspaces", "machines", "nodes")), 120,
+                             message="nothing left", describe=lambda: str(fleet.leftovers()))
+        finally:
+            row.objects_left = await objects_left(fleet.client, [ns])
         down = time.monotonic() - started
-        row.faults_injected = sum("injected: retryable_error_rate" in str(line.get("error", ""))
-                                  for line in op.log_lines())
+        errors = [str(line.get("error", "")) for line in op.log_lines()]
+        row.faults_injected = sum("injected: retryable_error_rate" in e for e in errors)
+        row.answers_lost = sum("injected: lost_answer_rate" in e for e in errors)
+        launches = audited_creates(private_plane, user, "nodes")
+        row.provider_creates = sum(launches.values())
+        twice = repeated(launches)
         row.objects_created = len(fleet.machine_uids) + len(fleet.node_uids) + WORKSPACES
-        row.objects_left = fleet.counts()["machines"] + fleet.counts()["nodes"]
-        row.duplicates = len(fleet.duplicates({}))
+        row.duplicates = len(fleet.duplicates({})) + len(twice)
         row.max_convergence_s = max(up, down)
+        assert row.objects_left == 0, "objects left after the delete"
         assert row.faults_injected >= WORKSPACES * 0.1, f"only {row.faults_injected} faults were injected"
-        assert row.duplicates == 0, fleet.duplicates({})
+        assert row.answers_lost >= WORKSPACES * 0.05, f"only {row.answers_lost} answers were lost"
+        assert row.provider_creates >= WORKSPACES, f"{row.provider_creates} node launches audited"
+        assert not twice, f"nodes launched twice: {twice}"
+        assert not fleet.duplicates({}), fleet.duplicates({})
         assert op.alive(), op.tail()
         row.passed = True
     finally:
@@ -202,13 +217,20 @@ class FlakyARM(FakeARM):
         self.hang = hang
         self.injected: Counter[str] = Counter()
         self.pools_created: Counter[str] = Counter()
+        """Agent pool name -> PUTs that were executed (reached the fake's handler), whatever they answered:
+        a second PUT of a pool is a duplicate create even when answered 200 (exists) or 409 (in progress)."""
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         route, _ = self._route(request.method, request.path)
         if route != "token" and self.rate and self.rng.random() < self.rate:
-            kind = self.rng.choice(["429", "500", "timeout", "drop"])
+            kind = self.rng.choice(["429", "500", "timeout", "drop", "lost"])
             self.injected[kind] += 1
+            if kind == "lost":  # executed, then the answer lost: the caller sees a broken connection
+                await self._execute(request, route, handler)
+                assert request.transport is not None
+                request.transport.abort()
+                return web.Response(status=500)
             if kind == "429":
                 return _error(429, "TooManyRequests", "injected throttling", {"Retry-After": "1"})
             if kind == "500":
@@ -219,16 +241,20 @@ class FlakyARM(FakeARM):
             assert request.transport is not None
             request.transport.abort()
             return web.Response(status=500)
+        return await self._execute(request, route, handler)
+
+    async def _execute(self, request: web.Request, route: str, handler: Any) -> web.StreamResponse:
+        if route == "agentPool" and request.method == "PUT":
+            self.pools_created[request.path.rsplit("/", 1)[-1]] += 1
         response: web.StreamResponse = await super()._middleware(request, handler)
-        if route == "agentPool" and request.method == "PUT" and response.status == 201:
-            self.pools_created[request.match_info.get("tail", request.path).rsplit("/", 1)[-1]] += 1
         return response
 
 
 async def test_aks_against_a_fake_arm_failing_30_percent(private_plane: ControlPlane, fleet: Fleet,
                                                         tmp_path: Path) -> None:
     seed = int(os.environ.get("KAITO_RELIABILITY_SEED", random.randrange(1 << 30)))
-    row = record(ReliabilityRow("provider faults: AKS, fake ARM 30% 429/500/timeout", notes=f"seed {seed}"))
+    row = record(ReliabilityRow("provider faults: AKS, fake ARM 30% 429/500/timeout/drop/lost answer",
+                                notes=f"seed {seed}"))
     ns = "faults-aks"
     private_plane.kubectl("create", "namespace", ns)
     await fleet.start([ns])
@@ -252,31 +278,43 @@ async def test_aks_against_a_fake_arm_failing_30_percent(private_plane: ControlP
 async def _aks_run(fleet: Fleet, arm: FlakyARM, probe: QuotaProbe, ns: str, row: ReliabilityRow) -> None:
     # Quota first: the Workspace's own reconciles are counted.
     seen = await _quota_surfaces(fleet, probe, ns, "aks-over-quota")
+    row.notes += f"; quota surfaced by reconcile #{seen['reconciles']}"
     assert "quota" in seen["message"].lower(), seen
     assert seen["reconciles"] == 1, (seen, probe.log)
     await fleet.client.delete(WORKSPACE, "aks-over-quota", ns)
     started = time.monotonic()
     names = [f"aks-{i:02d}" for i in range(AKS_WORKSPACES)]
     await fleet.create_workspaces([workspace_doc(n, ns) for n in names])
-    await eventually(lambda: fleet.ready_count() == AKS_WORKSPACES, 300,
-                     message=f"all {AKS_WORKSPACES} Ready through a flaky ARM",
-                     describe=lambda: f"{dict(arm.injected)} {fleet.not_ready(3)}")
-    up = time.monotonic() - started
-    assert len(arm.pools) == AKS_WORKSPACES, sorted(arm.pools)
-    await fleet.delete_workspaces()
-    started = time.monotonic()
-    await eventually(lambda: not any(fleet.counts()[k] for k in ("workspaces", "machines", "nodes"))
-                     and not arm.pools, 300, message="nothing left (and no agent pool)",
-                     describe=lambda: f"{fleet.leftovers()} pools={sorted(arm.pools)} {dict(arm.injected)}")
-    down = time.monotonic() - started
-    row.faults_injected = sum(arm.injected.values())
-    row.objects_created = sum(arm.pools_created.values()) + len(fleet.machine_uids) + len(fleet.node_uids)
-    row.objects_left = len(arm.pools) + fleet.counts()["machines"] + fleet.counts()["nodes"]
-    twice = {pool: n for pool, n in arm.pools_created.items() if n > 1}
-    row.duplicates = len(twice) + len(fleet.duplicates({}))
-    row.max_convergence_s = max(up, down)
-    row.notes += (f"; faults {dict(arm.injected)}; quota surfaced by reconcile #{seen['reconciles']}")
+
+    def figures() -> None:
+        row.faults_injected = sum(arm.injected.values())
+        row.answers_lost = arm.injected["lost"]
+        row.provider_creates = sum(arm.pools_created.values())
+        row.objects_created = len(arm.pools_created) + len(fleet.machine_uids) + len(fleet.node_uids)
+        row.duplicates = len(repeated(arm.pools_created)) + len(fleet.duplicates({}))
+
+    try:
+        await eventually(lambda: fleet.ready_count() == AKS_WORKSPACES, 300,
+                         message=f"all {AKS_WORKSPACES} Ready through a flaky ARM",
+                         describe=lambda: f"{dict(arm.injected)} {fleet.not_ready(3)}")
+        up = time.monotonic() - started
+        assert len(arm.pools) == AKS_WORKSPACES, sorted(arm.pools)
+        await fleet.delete_workspaces()
+        started = time.monotonic()
+        try:
+            await eventually(lambda: not any(fleet.counts()[k] for k in ("workspaces", "machines", "nodes"))
+                             and not arm.pools, 300, message="nothing left (and no agent pool)",
+                             describe=lambda: f"{fleet.leftovers()} pools={sorted(arm.pools)} {dict(arm.injected)}")
+        finally:
+            row.objects_left = len(arm.pools) + await objects_left(fleet.client, [ns])
+        down = time.monotonic() - started
+        row.max_convergence_s = max(up, down)
+    finally:
+        figures()
+        row.notes += f"; faults {dict(arm.injected)}"
+    assert row.objects_left == 0, "objects left after the delete"
     assert row.faults_injected >= 10, dict(arm.injected)
-    assert not twice, f"agent pools created twice: {twice}"
+    assert row.answers_lost >= 1, f"no answer was lost: {dict(arm.injected)}"
+    assert not repeated(arm.pools_created), f"agent pools created (PUT executed) twice: {repeated(arm.pools_created)}"
     assert not fleet.duplicates({}), fleet.duplicates({})
     row.passed = True
