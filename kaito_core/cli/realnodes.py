@@ -7,11 +7,15 @@ What it adds to the embedded default (see :mod:`kaito_core.cli.up`):
   builds (``kaito-runtime``) imported before its kubelet starts;
 * one untainted system node (``kaito-system-0``), where pods without GPU
   tolerations land (the walkthrough's ``kubectl run ... curl``);
-* a local registry (Debian's ``docker-registry`` on loopback, reached inside
-  the namespace at ``HOST_SERVICES_IP``) holding stand-in weights for the
-  presets the applied files name, stand-in adapters for the adapter images they
-  name, and our Debian curl image as ``curlimages/curl``; containerd pulls every
-  registry's images from it and from nowhere else;
+* two local registries (Debian's ``docker-registry`` on loopback, reached
+  inside the namespace at ``HOST_SERVICES_IP``): the *image* registry holds our
+  images (``kaito-core/kaito-runtime``, and our Debian curl image as
+  ``curlimages/curl``) and keeps its data between runs under the cache, so a
+  code change pushes only the runtime's top layer; the *artifact* registry,
+  fresh each run, holds stand-in weights for the presets the applied files
+  name, stand-in adapters for the adapter images they name, and what tuning
+  Jobs push. containerd pulls every registry's images from the image registry
+  and from nowhere else; the kubelets really pull the runtime image;
 * a dataset mirror answering every tuning download with a small parquet;
 * operator settings that send every registry (``"*"``) and every download host
   there, so the seed examples apply unchanged.
@@ -27,8 +31,10 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from kaito_core.controllers.machine.settings import MachineControllerSettings
 from kaito_core.controllers.workspace.settings import WorkspaceSettings
 from kaito_core.provisioning.realnode import RealNodeProvisioner, RealNodeSettings
+from kaito_core.testing.build import cache_root
 from kaito_core.testing.controlplane import ControlPlane
 from kaito_core.testing.images import ensure_images
 from kaito_core.testing.realnode import HOST_SERVICES_IP, NodeSpec, RealNodes
@@ -47,6 +53,7 @@ SYSTEM_NODE = "kaito-system-0"
 #: Presets with stand-in weights even when no applied file names them (the seed walkthrough's).
 DEFAULT_PRESETS = ("phi-3-mini-4k-instruct", "phi-3-mini-128k-instruct")
 CURL_IMAGE = "curlimages/curl:latest"
+IMAGE_REPOSITORY = "kaito-core"
 
 
 def _say(message: str) -> None:
@@ -61,10 +68,15 @@ class RealNodeStack:
         self.state_dir = state_dir
         self.apply = list(apply)
         self.registry = LocalRegistry(state_dir / "registry")
+        self.image_registry = LocalRegistry(cache_root() / "registry-images")
         self.nodes: RealNodes | None = None
         self.mirror: DatasetMirror | None = None
         self.provisioner: RealNodeProvisioner | None = None
         self.workspace_settings: WorkspaceSettings | None = None
+        # A node pulls a 6.5 GB image (minutes on two cores, more with three at once): the Machine
+        # controller's default launch timeout would recycle it before it joins.
+        self.machine_settings = MachineControllerSettings(launch_timeout=3600, registration_timeout=3600,
+                                                          poll_interval=2)
         self.published: dict[str, str] = {}
         self.timings: dict[str, float] = {}
 
@@ -80,14 +92,23 @@ class RealNodeStack:
         self._timed("images_s", began)
 
         self.registry.start()
+        self.image_registry.start()
         nodes = self.nodes = RealNodes(self.plane.kubeconfig)
         registry_inside = nodes.expose_host_port(self.registry.port)
+        images_inside = nodes.expose_host_port(self.image_registry.port)
         self.mirror = DatasetMirror(self.state_dir)
         dataset_inside = nodes.expose_host_port(self.mirror.port)
-        nodes.mirror_registries(registry_inside)  # containerd: every registry's images from ours only
+        nodes.mirror_registries(images_inside)  # containerd: every registry's images from ours only
 
         began = time.monotonic()
-        self.registry.push_podman_image(curl, CURL_IMAGE)
+        _say("pushing our images to the local image registry (the first time: minutes; then the changed layers)")
+        runtime_tag = runtime.rsplit(":", 1)[1]
+        self.image_registry.push_podman_image(runtime, f"{IMAGE_REPOSITORY}/kaito-runtime:{runtime_tag}",
+                                              compression="zstd")
+        self.image_registry.push_podman_image(curl, CURL_IMAGE)
+        self._timed("push_images_s", began)
+
+        began = time.monotonic()
         needs = seed_needs(self.apply, DEFAULT_PRESETS)
         standins = self.state_dir / "standins"
         self.published = publish_weights(self.registry.host, needs.presets, standins)
@@ -101,17 +122,18 @@ class RealNodeStack:
         nodes.start([NodeSpec(SYSTEM_NODE, labels={"kaito.sh/role": "system"}, images=False)])
         self._timed("system_node_s", began)
         _say(f"real nodes: network namespace {nodes.netns.name}, folder {nodes.workdir}; local registry "
-             f"{self.registry.host} (inside the nodes: {registry_inside})")
+             f"{self.registry.host} (inside the nodes: {registry_inside}), image registry {self.image_registry.host} "
+             f"(inside: {images_inside})")
         self.workspace_settings = WorkspaceSettings(
-            image_registry="localhost",
-            image_tag=runtime.rsplit(":", 1)[1],
+            image_registry=f"{images_inside}/{IMAGE_REPOSITORY}",
+            image_tag=runtime_tag,
             weights_registry=f"{registry_inside}/kaito",
             default_runtime="transformers",  # CPU nodes: vLLM needs a GPU
             insecure_registries=[HOST_SERVICES_IP],
             registry_mirrors={"*": registry_inside},
             url_mirrors={"*": f"http://{dataset_inside}"},
         )
-        self.provisioner = RealNodeProvisioner(RealNodeSettings(images=[runtime], start_timeout=1200), nodes=nodes)
+        self.provisioner = RealNodeProvisioner(RealNodeSettings(start_timeout=1200), nodes=nodes)
 
     def stop(self) -> None:
         if self.nodes is not None:
@@ -122,3 +144,4 @@ class RealNodeStack:
             self.mirror.close()
             self.mirror = None
         self.registry.stop()
+        self.image_registry.stop()

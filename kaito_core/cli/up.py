@@ -63,6 +63,7 @@ def _operator_settings(args: argparse.Namespace, stack: RealNodeStack | None) ->
     if stack is not None:
         assert stack.workspace_settings is not None
         extra["workspace"] = stack.workspace_settings
+        extra["machine"] = stack.machine_settings
     return OperatorSettings(
         namespace=NAMESPACE,
         provisioner="realnode" if stack is not None else args.provisioner,

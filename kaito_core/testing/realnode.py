@@ -345,6 +345,8 @@ imports = []
     path = '{c / "opt"}'
   [plugins.'io.containerd.cri.v1.images']
     snapshotter = 'overlayfs'
+    # keep the unpacked snapshot only, not a second copy of every layer (as ctr import --discard-unpacked-layers)
+    discard_unpacked_layers = true
     [plugins.'io.containerd.cri.v1.images'.pinned_images]
       sandbox = '{pause_image_ref()}'
     [plugins.'io.containerd.cri.v1.images'.registry]

@@ -109,11 +109,16 @@ class LocalRegistry:
         path.write_text(json.dumps({"auths": {self.host: {"auth": auth}}}))
         return path
 
-    def push_podman_image(self, local_ref: str, name: str) -> str:
-        """``podman push`` a local image as ``<host>/<name>`` (e.g. ``curlimages/curl:latest``); returns that ref."""
+    def push_podman_image(self, local_ref: str, name: str, *, compression: str | None = None) -> str:
+        """``podman push`` a local image as ``<host>/<name>`` (e.g. ``curlimages/curl:latest``); returns that ref.
+
+        Layers the registry has already are not sent again (podman's blob cache knows their digests), so
+        a code change pushes only the image's top layer. ``compression``: ``zstd`` packs a large image
+        about twice as fast as gzip on two cores, and containerd unpacks it natively."""
         target = f"{self.host}/{name}"
-        proc = subprocess.run(["podman", "push", "--quiet", "--tls-verify=false", local_ref, f"docker://{target}"],
-                              capture_output=True, text=True, timeout=1800)
+        extra = [f"--compression-format={compression}"] if compression else []
+        proc = subprocess.run(["podman", "push", "--quiet", "--tls-verify=false", *extra, local_ref,
+                               f"docker://{target}"], capture_output=True, text=True, timeout=1800)
         if proc.returncode != 0:
             raise RuntimeError(f"podman push {local_ref} {target} failed: {proc.stderr.strip()[-2000:]}")
         return target
