@@ -776,6 +776,11 @@ class RealNodes:
             if saved.returncode != 0:
                 raise RuntimeError(f"podman save {ref} failed: {saved.stderr.strip()}")
             os.replace(partial, archive)
+            # one archive per repository: older images' (3 GB each for the runtime) would fill the disk
+            repository = ref.rsplit(":", 1)[0].replace("/", "_").replace(":", "_")
+            for older in folder.glob(f"{repository}_*.oci.tar"):
+                if older != archive:
+                    older.unlink(missing_ok=True)
         self._archives[ref] = archive
         for node in self.nodes.values():
             if node.spec.images:
