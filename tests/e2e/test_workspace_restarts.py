@@ -1,5 +1,8 @@
 """Kill and restart the controller at random moments while 20 Workspaces come up: all reach
-Ready and exactly ``count`` Machines exist per Workspace (none was ever made twice)."""
+Ready and exactly ``count`` Machines exist per Workspace (none was ever made twice).
+
+The controller runs in a child process and a kill is a real SIGKILL: no ``finally``, no
+cancellation handler, no connection closed politely (``task.cancel()`` ran all of those)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,11 @@ import asyncio
 import contextlib
 import os
 import random
+import signal
+import subprocess
+import sys
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,11 +25,10 @@ from test_workspace_support import (
     install_crds,
     is_true,
     machine_controller_available,
-    new_manager,
 )
 
-from kaito_core.controllers.workspace import MACHINE, WORKSPACE, WorkspaceSettings
-from kaito_core.engine import DEPLOYMENT, ApiClientTransport, Client, Manager
+from kaito_core.controllers.workspace import MACHINE, WORKSPACE
+from kaito_core.engine import DEPLOYMENT, ApiClientTransport, Client
 from kaito_core.testing import Cluster
 
 pytestmark = pytest.mark.e2e
@@ -57,16 +63,39 @@ class RecordingSimulator(MachineSimulator):
             await super()._step()
 
 
-async def kill(manager: Manager, task: asyncio.Task[None]) -> None:
-    """Abruptly: cancel the manager's task wherever it is, then drop its connections."""
-    task.cancel()
-    with contextlib.suppress(BaseException):
-        await asyncio.wait_for(task, 30)
-    await manager.client.close()
+CHILD = """
+import asyncio, sys, types
+from test_workspace_support import new_manager
+from kaito_core.controllers.workspace import WorkspaceSettings
+
+kubeconfig, namespace, machines = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+
+async def main() -> None:
+    manager = await new_manager(types.SimpleNamespace(kubeconfig=kubeconfig), namespace,
+                                WorkspaceSettings(requeue_seconds=3, workers=4), machines=machines)
+    await manager.run()
+
+asyncio.run(main())
+"""
 
 
-async def test_random_restarts_converge_without_duplicate_machines(kube_cluster: Cluster,
-                                                                   kube_namespace: str) -> None:
+def start_controller(cluster: Cluster, namespace: str, machines: bool, log: Path) -> subprocess.Popen[bytes]:
+    """The Workspace (and Machine) controller of new_manager() in a child process."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-c", CHILD, str(cluster.kubeconfig), namespace,
+                                 "1" if machines else "0"], stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL, wherever it is."""
+    assert proc.poll() is None, f"the controller exited by itself ({proc.returncode})"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+
+
+async def test_random_restarts_converge_without_duplicate_machines(kube_cluster: Cluster, kube_namespace: str,
+                                                                   tmp_path: Path) -> None:
     ns = kube_namespace
     seed = int(os.environ.get("KAITO_CHAOS_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
@@ -75,20 +104,18 @@ async def test_random_restarts_converge_without_duplicate_machines(kube_cluster:
     real = machine_controller_available()
     simulator = RecordingSimulator(client, ns, make_ready=not real)
     simulator.start()
-    settings = WorkspaceSettings(requeue_seconds=3, workers=4)
     counts = {f"chaos-{i:02d}": 2 if i % 5 == 0 else 1 for i in range(N)}
-    final: tuple[Manager, asyncio.Task[None]] | None = None
+    log = tmp_path / "controller.log"
+    final: subprocess.Popen[bytes] | None = None
     try:
-        manager = await new_manager(kube_cluster, ns, settings, machines=real)
-        task = asyncio.create_task(manager.run())
+        proc = start_controller(kube_cluster, ns, real, log)
         await asyncio.gather(*(client.create(workspace(name, ns, count), kind=WORKSPACE)
                                for name, count in counts.items()))
         for _ in range(ROUNDS):
-            await asyncio.sleep(rng.uniform(0.2, 3.0))
-            await kill(manager, task)
-            manager = await new_manager(kube_cluster, ns, settings, machines=real)
-            task = asyncio.create_task(manager.run())
-        final = (manager, task)
+            await asyncio.sleep(rng.uniform(1.0, 4.0))  # a child takes ~1 s to import and start
+            kill(proc)
+            proc = start_controller(kube_cluster, ns, real, log)
+        final = proc
 
         async def all_ready() -> bool:
             items = (await client.list(WORKSPACE, ns)).items
@@ -100,7 +127,7 @@ async def test_random_restarts_converge_without_duplicate_machines(kube_cluster:
             items = (await client.list(WORKSPACE, ns)).items
             stuck = {ws["metadata"]["name"]: (ws.get("status") or {}).get("conditions") for ws in items
                      if not is_true(ws, "WorkspaceReady")}
-            raise AssertionError(f"seed {seed}: not Ready: {stuck}") from None
+            raise AssertionError(f"seed {seed}: not Ready: {stuck}\n{log.read_text()[-3000:]}") from None
 
         machines: dict[str, list[str]] = defaultdict(list)
         for machine in (await client.list(MACHINE, label_selector={"kaito.sh/workspacenamespace": ns})).items:
@@ -116,7 +143,8 @@ async def test_random_restarts_converge_without_duplicate_machines(kube_cluster:
         if final is not None:
             with contextlib.suppress(Exception):
                 await delete_all_workspaces(client, ns, timeout=90)
-            await kill(*final)
+            with contextlib.suppress(Exception):
+                kill(final)
         await simulator.stop()
         await simulator.cleanup()
         await client.close()
