@@ -58,13 +58,48 @@ async def test_5xx_and_dropped_connections_are_retried(fake_arm: FakeARM, make_p
 
 async def test_a_lost_put_response_does_not_make_a_second_pool(fake_arm: FakeARM,
                                                                make_provisioner: MakeProvisioner) -> None:
-    """ARM made the pool but the answer never arrived: the SDK retries the PUT, ARM says "in progress"."""
+    """ARM made the pool but the answer never arrived: the PUT is not sent again (not by the SDK's retry policy
+    either); a GET finds the pool Creating and the create waits for it."""
     provisioner = await make_provisioner()
     fake_arm.inject(1, drop=True, after=True, method="PUT", route="agentPool")
+    before = fake_arm.snapshot()
     ref = await provisioner.create(gpu_machine("lost-0"))
     assert ref.ready
-    assert fake_arm.calls["PUT agentPool"] == 2
+    assert fake_arm.calls["PUT agentPool"] == 1
     assert list(fake_arm.pools) == [pool_name("lost-0")]
+    # the lost answer was followed by a GET of the pool (then the GETs that waited for it), never a second PUT
+    after_put = [key for _, key, _ in fake_arm.log[[k for _, k, _ in fake_arm.log].index("PUT agentPool") + 1:]]
+    assert after_put and after_put[0] == "GET agentPool", after_put
+    assert fake_arm.calls["GET agentPool"] - before["GET agentPool"] >= 2
+
+
+async def test_a_lost_put_response_without_waiting_reports_the_pool_creating(
+        fake_arm: FakeARM, make_provisioner: MakeProvisioner) -> None:
+    """AKS_WAIT_FOR_CREATE=false: the lost answer is followed by a GET that finds the pool; no second PUT."""
+    provisioner = await make_provisioner(aks_wait_for_create=False)
+    fake_arm.inject(1, drop=True, after=True, method="PUT", route="agentPool")
+    first = await provisioner.create(gpu_machine("lost-1"))
+    assert not first.ready and "is Creating" in first.message
+    await fake_arm.wait_idle()
+    done = await provisioner.create(gpu_machine("lost-1"))
+    assert done.ready
+    assert fake_arm.calls["PUT agentPool"] == 1
+    assert list(fake_arm.pools) == [pool_name("lost-1")]
+
+
+async def test_a_put_dropped_before_arm_ran_it_is_sent_again_once_a_get_shows_no_pool(
+        fake_arm: FakeARM, make_provisioner: MakeProvisioner) -> None:
+    """A broken connection says nothing about whether ARM ran the PUT: a GET decides; absent, the PUT is sent
+    again (and a throttled PUT, which ARM did not run, is retried by the SDK after Retry-After)."""
+    provisioner = await make_provisioner()
+    fake_arm.inject(1, drop=True, method="PUT", route="agentPool")
+    fake_arm.inject(1, 429, method="PUT", route="agentPool", retry_after="1")
+    ref = await provisioner.create(gpu_machine("drop-0"))
+    assert ref.ready
+    assert list(fake_arm.pools) == [pool_name("drop-0")]
+    puts = [(key, status) for _, key, status in fake_arm.log if key in ("PUT agentPool", "GET agentPool")]
+    assert puts[:5] == [("GET agentPool", 404), ("PUT agentPool", 0), ("GET agentPool", 404),
+                        ("PUT agentPool", 429), ("PUT agentPool", 201)], puts
 
 
 async def test_a_slow_create_times_out_retryably_and_is_picked_up_later(

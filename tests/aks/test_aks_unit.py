@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import aiohttp
 import pytest
 from azure.core.exceptions import HttpResponseError, ODataV4Format, ServiceRequestError
 from hypothesis import given
 from hypothesis import strategies as st
 from kaito_provisioner_aks import POOL_NAME_RE, AKSProvisioner, AKSSettings, map_arm_error, pool_name
+from kaito_provisioner_aks.clients import NoBlindReplayRetryPolicy, never_sent
 from kaito_provisioner_aks.errors import is_operation_in_progress
 from kaito_provisioner_aks.machine import parse_quantity_gib, view_machine
 from pydantic import ValidationError
@@ -164,3 +168,27 @@ def test_retry_after_and_in_progress() -> None:
         409, "OperationNotAllowed", "Operation is not allowed: another operation (Creating) is in progress"))
     assert not is_operation_in_progress(_http_error(409, "OperationNotAllowed", "quota"))
     assert isinstance(map_arm_error(ServiceRequestError("connection refused"), action="a"), RetryableError)
+
+
+def test_the_sdk_retries_a_put_only_when_arm_cannot_have_carried_it_out() -> None:
+    """A create PUT is retried inside the SDK after a 429 or a connection that never opened; not after a
+    broken connection or a 5xx (ARM may have made the pool: the provisioner GETs it instead)."""
+    policy = NoBlindReplayRetryPolicy(retry_total=3)
+    refused = ServiceRequestError("refused", error=aiohttp.ClientConnectorError(None, OSError(111, "refused")))
+    broken = ServiceRequestError("broken", error=aiohttp.ServerDisconnectedError())
+    assert never_sent(refused) and not never_sent(broken)
+
+    def request(method: str) -> SimpleNamespace:
+        return SimpleNamespace(http_request=SimpleNamespace(method=method, body=None, files=None))
+
+    def answer(method: str, status: int) -> SimpleNamespace:
+        return SimpleNamespace(http_request=SimpleNamespace(method=method),
+                               http_response=SimpleNamespace(status_code=status, headers={"Retry-After": "1"}))
+
+    assert not policy.increment(policy.configure_retries({}), response=request("PUT"), error=broken)
+    assert policy.increment(policy.configure_retries({}), response=request("PUT"), error=refused)
+    assert policy.increment(policy.configure_retries({}), response=request("GET"), error=broken)
+    settings = policy.configure_retries({})
+    assert policy.is_retry(settings, answer("PUT", 429))
+    assert not policy.is_retry(settings, answer("PUT", 500)) and not policy.is_retry(settings, answer("PUT", 503))
+    assert policy.is_retry(settings, answer("GET", 500)) and policy.is_retry(settings, answer("DELETE", 503))

@@ -4,6 +4,9 @@
   GETs it first, and only PUTs when it does not exist, after a SKU/quota check;
   a pool found still ``Creating`` (a controller restart mid-create) is waited for,
   never created twice. An "operation in progress" answer to the PUT counts as creating.
+  The PUT is never replayed blindly (see :mod:`kaito_provisioner_aks.clients`): after one whose answer
+  was lost (broken connection, timeout, 5xx) the pool is GET first and adopted when it is there; the
+  PUT is sent again only when the GET shows no pool.
 * The node of a pool is found by the label ``kubernetes.azure.com/agentpool=<pool>``;
   its ``spec.providerID`` is what ``create``/``get`` report.
 * ``delete`` is ``begin_delete`` until gone; 404 is success.
@@ -24,7 +27,7 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from azure.core.credentials_async import AsyncTokenCredential
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 from azure.mgmt.compute.aio import ComputeManagementClient
 from azure.mgmt.containerservice.aio import ContainerServiceClient
 from azure.mgmt.containerservice.models import AgentPool, AgentPoolManagedClusterAgentPoolProfileProperties
@@ -115,6 +118,14 @@ def _state(pool: AgentPool) -> str:
     return str(pool.provisioning_state or "").lower()
 
 
+def _ambiguous(exc: HttpResponseError) -> bool:
+    """An answer to a PUT that does not say whether ARM carried it out: 408, 5xx, or no status at all."""
+    if isinstance(exc, ClientAuthenticationError):
+        return False
+    status = exc.status_code or 0
+    return status in (0, 408) or status >= 500
+
+
 def _transitional(pool: AgentPool) -> bool:
     """Creating, Updating, Scaling...: not settled, not being deleted."""
     return _state(pool) not in (_SUCCEEDED, _FAILED, _CANCELED, _DELETING)
@@ -149,11 +160,13 @@ class AKSProvisioner:
             return
         if self._credential is None:
             self._credential = make_credential(self.settings)
-        kwargs = {**client_kwargs(self.settings), **self._sdk_kwargs}
+        # one set of keywords per client: a pipeline policy (the retry policy) belongs to one pipeline
         self._aks = ContainerServiceClient(self._credential, self.settings.arm_subscription_id,
-                                           base_url=self.settings.arm_base_url, **kwargs)
+                                           base_url=self.settings.arm_base_url,
+                                           **{**client_kwargs(self.settings), **self._sdk_kwargs})
         self._compute = ComputeManagementClient(self._credential, self.settings.arm_subscription_id,
-                                                base_url=self.settings.arm_base_url, **kwargs)
+                                                base_url=self.settings.arm_base_url,
+                                                **{**client_kwargs(self.settings), **self._sdk_kwargs})
         self._catalog = SkuCatalog(self._compute, self.settings.location, ttl=self.settings.aks_sku_cache_seconds)
 
     async def start(self, ctx: ProvisionerContext) -> None:
@@ -310,16 +323,36 @@ class AKSProvisioner:
         body = self.pool_body(view, vm_size)
         s = self.settings
         action = f"creating agent pool {name} ({vm_size}) for Machine {view.name}"
-        try:
-            poller = await self.aks.agent_pools.begin_create_or_update(
-                s.arm_resource_group, s.azure_cluster_name, name, body)
-        except HttpResponseError as exc:
-            if is_operation_in_progress(exc):
-                self._info("agent pool create already in progress", pool=name, machine=view.name)
-                return await self._wait_pool(name, deadline) if wait else await self._get_pool(name)
-            raise map_arm_error(exc, action=action) from exc
-        except AzureError as exc:
-            raise map_arm_error(exc, action=action) from exc
+        resent = 0
+        while True:
+            try:
+                poller = await self.aks.agent_pools.begin_create_or_update(
+                    s.arm_resource_group, s.azure_cluster_name, name, body)
+                break
+            except HttpResponseError as exc:
+                if is_operation_in_progress(exc):
+                    self._info("agent pool create already in progress", pool=name, machine=view.name)
+                    return await self._wait_pool(name, deadline) if wait else await self._get_pool(name)
+                if not _ambiguous(exc):
+                    raise map_arm_error(exc, action=action) from exc
+                failure: AzureError = exc
+            except AzureError as exc:
+                failure = exc
+            # No answer, or one that does not say whether ARM ran the PUT (the SDK does not replay a PUT:
+            # clients.NoBlindReplayRetryPolicy). Look before sending it again: the name is deterministic.
+            self._info("agent pool create answer lost; looking for the pool", pool=name, machine=view.name,
+                       error=f"{type(failure).__name__}: {failure}"[:300])
+            pool = await self._get_pool(name)  # fails with a RetryableError; the next create() GETs first
+            if pool is not None:
+                if _state(pool) not in (_FAILED, _CANCELED, _DELETING):
+                    self.catalog.reserve(info)
+                self._info("agent pool found after a lost create answer; adopting it", pool=name,
+                           machine=view.name, state=pool.provisioning_state)
+                return await self._wait_pool(name, deadline) if wait and _transitional(pool) else pool
+            resent += 1
+            if resent > s.arm_retry_total or time.monotonic() >= deadline:
+                raise map_arm_error(failure, action=action) from failure
+            await asyncio.sleep(min(float(s.arm_retry_backoff_max), s.arm_retry_backoff_factor * 2 ** resent))
         self.catalog.reserve(info)
         self._info("agent pool create started", pool=name, machine=view.name, vm_size=vm_size)
         if not wait:  # the poller only polls when awaited: dropping it leaves nothing running
