@@ -49,7 +49,7 @@ def _start_runner() -> tuple[subprocess.Popen[str], dict[str, int]]:
     line = proc.stdout.readline()
     assert line, f"runner exited early with {proc.wait()}"
     pids: dict[str, int] = json.loads(line)
-    assert set(pids) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"}
+    assert set(pids) == {"etcd", "egress-proxy", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"}
     assert all(_alive(pid) for pid in pids.values())
     return proc, pids
 
