@@ -61,7 +61,8 @@ def _wait(predicate: Any, timeout: float, what: str, proc: subprocess.Popen[byte
 def chart_install(kube_cluster: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
     if not isinstance(kube_cluster, ControlPlane):
         pytest.skip("needs the local control plane (its CA and audit log)")
-    run = uuid.uuid4().hex[:6]
+    # a letter first: a label value like "9531e1" would reach the apiserver as the number 95310 (YAML)
+    run = "r" + uuid.uuid4().hex[:5]
     release, namespace, test_ns = f"kc{run}", f"kaito-{run}", f"chart-{run}"
     docs = _render(release, namespace)
     port = free_port()
