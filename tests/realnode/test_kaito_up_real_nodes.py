@@ -202,12 +202,15 @@ def test_the_walkthrough_curl_answers_with_a_json_result(up: Up) -> None:
     assert isinstance(answer["Result"], str) and answer["Result"], answer
     assert answer["model"] == "phi-3-mini-4k-instruct"
     assert up.kubectl("get", "pod", "curl", check=False).returncode != 0  # --rm took it away
-    # the Service by its name too (the cluster DNS), from a pod of another namespace
+    # the Service by its name too (the cluster DNS), from a pod of another namespace; read through
+    # `kubectl logs` (attaching without a terminal races a container this quick)
     up.kubectl("create", "namespace", "elsewhere")
-    by_name = up.kubectl("run", "-i", "--rm", "--restart=Never", "byname", "-n", "elsewhere",
-                         "--image=curlimages/curl", "--", "curl", "-sS", "-X", "POST",
-                         f"http://{WS}.default.svc.cluster.local/chat", "-H", "Content-Type: application/json",
-                         "-d", '{"prompt":"YOUR QUESTION HERE"}', check=False, timeout=180)
+    up.kubectl("run", "byname", "-n", "elsewhere", "--restart=Never", "--image=curlimages/curl", "--", "curl", "-sS",
+               "--retry", "5", "--retry-all-errors", "-X", "POST", f"http://{WS}.default.svc.cluster.local/chat",
+               "-H", "Content-Type: application/json", "-d", '{"prompt":"YOUR QUESTION HERE"}')
+    wait_until(lambda: up.json("get", "pod", "byname", "-n", "elsewhere")["status"].get("phase")
+               in ("Succeeded", "Failed"), 180, "the by-name curl pod", interval=1)
+    by_name = up.kubectl("logs", "byname", "-n", "elsewhere")
     assert '"Result"' in by_name.stdout, (by_name.stdout, by_name.stderr)
     (pod,) = up.pods(WS)
     up.figures["gpu_node_rss_mib"] = {
