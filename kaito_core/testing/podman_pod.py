@@ -94,9 +94,12 @@ class PodmanPod:
                 self._write_items(folder, self.config_maps[cm], volume["configMap"].get("items"))
             elif "secret" in volume:
                 secret = volume["secret"]["secretName"]
-                if secret not in self.secrets:
+                if secret not in self.secrets and volume["secret"].get("optional"):
+                    folder.mkdir(parents=True, exist_ok=True)  # an optional Secret that is missing: empty
+                elif secret not in self.secrets:
                     raise PodmanError(f"volume {vname}: Secret {secret} not given to the pod runner")
-                self._write_items(folder, self.secrets[secret], volume["secret"].get("items"))
+                else:
+                    self._write_items(folder, self.secrets[secret], volume["secret"].get("items"))
             elif "persistentVolumeClaim" in volume:
                 claim = volume["persistentVolumeClaim"]["claimName"]
                 if claim not in self.claims:
@@ -161,12 +164,30 @@ class PodmanPod:
                                                          *(container.get("args") or ())]]
         image = self.images.get(container["image"], container["image"])
         memory = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+        user, security = self._security(container)
         handle = self.podman.run(image, command, env=env, mounts=self._mounts(container),
                                  name=f"{self.name}-{container['name']}-{int(time.time() * 1000) % 10**8}",
-                                 detach=True, memory=_podman_memory(memory), termination_log=True)
+                                 detach=True, memory=_podman_memory(memory), termination_log=True,
+                                 user=user, extra_args=security)
         assert isinstance(handle, ContainerHandle)
         self.handles[str(container["name"])] = handle
         return handle
+
+    def _security(self, container: Mapping[str, Any]) -> tuple[str | None, list[str]]:
+        """The pod's and the container's securityContext as a kubelet applies them: user and group,
+        fsGroup as a supplementary group, no new privileges, dropped and added capabilities."""
+        pod = dict(self.spec.get("securityContext") or {})
+        mine = {**pod, **dict(container.get("securityContext") or {})}
+        user = None
+        if mine.get("runAsUser") is not None:
+            user = str(mine["runAsUser"]) + (f":{mine['runAsGroup']}" if mine.get("runAsGroup") is not None else "")
+        args = [f"--group-add={pod['fsGroup']}"] if pod.get("fsGroup") is not None else []
+        if mine.get("allowPrivilegeEscalation") is False:
+            args.append("--security-opt=no-new-privileges")
+        capabilities = dict(mine.get("capabilities") or {})
+        args += [f"--cap-drop={c.lower()}" for c in capabilities.get("drop") or ()]
+        args += [f"--cap-add={c.lower()}" for c in capabilities.get("add") or ()]
+        return user, args
 
     def result(self, container: Mapping[str, Any], handle: ContainerHandle) -> ContainerResult:
         code = handle.exit_code()

@@ -319,3 +319,30 @@ async def test_count_change_scales_machines_and_replicas(kube_cluster: Cluster, 
             return len(revisions) == 2 and revisions.get(f"{name}-{digest}") == 3
 
         await eventually(renumbered, 30, message="the first revision renumbered")
+
+
+async def test_the_seeds_run_in_a_namespace_that_enforces_the_restricted_pod_security_profile(
+    kube_cluster: Cluster, kube_namespace: str
+) -> None:
+    """The apiserver's PodSecurity admission refuses any pod of ours that is not "restricted" (the
+    ReplicaSet and Job controllers then make none, and nothing gets Ready)."""
+    ns = kube_namespace
+    await kubectl(kube_cluster, "label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted",
+                  "pod-security.kubernetes.io/enforce-version=latest")
+    async with running_controller(kube_cluster, ns) as (_, client):
+        for example in ("kaito_workspace_phi_3.yaml", "kaito_workspace_phi_3_with_adapters.yaml",
+                        "kaito_workspace_tuning_phi_3.yaml"):
+            await kubectl(kube_cluster, "apply", "-n", ns, "-f", str(EXAMPLES / example))
+        for name in ("workspace-phi-3-mini", "workspace-phi-3-mini-adapter"):
+            await wait_true(client, ns, name, "WorkspaceReady", timeout=120)
+        await wait_true(client, ns, "workspace-tuning-phi-3", "WorkspaceSucceeded", timeout=120)
+        pods = (await client.list(POD, ns)).items
+        assert len(pods) >= 3
+        for pod in pods:
+            spec = pod["spec"]
+            assert spec["securityContext"]["runAsNonRoot"] is True
+            assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert spec["automountServiceAccountToken"] is False
+            for container in spec["containers"] + spec.get("initContainers", []):
+                assert container["securityContext"] == {"allowPrivilegeEscalation": False,
+                                                        "capabilities": {"drop": ["ALL"]}}, container["name"]

@@ -28,6 +28,7 @@ from kaito_core.controllers.workspace.adapters import (
 )
 from kaito_core.controllers.workspace.context import BuildContext, gpu_tolerations, placement_affinity
 from kaito_core.controllers.workspace.naming import config_map_name, headless_service_name
+from kaito_core.controllers.workspace.security import restricted
 from kaito_core.controllers.workspace.weights import (
     offline_env,
     registry_env,
@@ -177,7 +178,7 @@ def preset_pod_spec(ctx: BuildContext, *, config_data: dict[str, Any] | None = N
     secrets = ctx.image_pull_secrets()
     if secrets:
         spec["imagePullSecrets"] = secrets
-    return spec
+    return restricted(spec)
 
 
 def _affinity(ctx: BuildContext, distributed: bool) -> dict[str, Any]:

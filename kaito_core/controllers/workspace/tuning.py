@@ -26,6 +26,7 @@ from kaito_core.api import GPU_RESOURCE
 from kaito_core.controllers.workspace import runtime as rt
 from kaito_core.controllers.workspace.context import BuildContext, gpu_tolerations, node_affinity
 from kaito_core.controllers.workspace.naming import config_map_name
+from kaito_core.controllers.workspace.security import restricted
 from kaito_core.controllers.workspace.weights import (
     offline_env,
     registry_env,
@@ -139,6 +140,7 @@ def tuning_job(ctx: BuildContext) -> dict[str, Any]:
         spec["initContainers"] = init
     if pull_secrets:
         spec["imagePullSecrets"] = pull_secrets
+    restricted(spec)
     meta = ctx.metadata(ctx.name)
     meta.setdefault("annotations", {})[TUNING_HASH_ANNOTATION] = tuning_hash(ctx)
     job_spec: dict[str, Any] = {
