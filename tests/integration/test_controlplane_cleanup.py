@@ -49,8 +49,14 @@ def _start_runner() -> tuple[subprocess.Popen[str], dict[str, int]]:
     line = proc.stdout.readline()
     assert line, f"runner exited early with {proc.wait()}"
     pids: dict[str, int] = json.loads(line)
-    assert set(pids) == {"etcd", "egress-proxy", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"}
-    assert all(_alive(pid) for pid in pids.values())
+    try:
+        assert set(pids) == {"etcd", "egress-proxy", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
+                             "kwok"}
+        assert all(_alive(pid) for pid in pids.values())
+    except AssertionError:  # a failed check must not leave the runner (and its control plane) running
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+        raise
     return proc, pids
 
 
