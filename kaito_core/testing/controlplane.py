@@ -254,6 +254,10 @@ class ControlPlane:
         assert self.workdir is not None
         # a short path: Unix socket names are limited to ~107 bytes, the workdir may be deep
         self._egress_socket = Path(tempfile.gettempdir()) / f"kaito-egress-{self.apiserver_port}.sock"
+        for stale in Path(tempfile.gettempdir()).glob("kaito-egress-*.sock"):  # a kill -9 leaves its socket
+            with socket.socket(socket.AF_UNIX) as probe, contextlib.suppress(OSError):
+                if probe.connect_ex(str(stale)) != 0:
+                    stale.unlink(missing_ok=True)
         folder = routes_dir(self.kubeconfig)
         folder.mkdir(exist_ok=True)
         self._spawn("egress-proxy", [sys.executable, "-m", "kaito_core.testing.egress",
