@@ -802,8 +802,7 @@ class RealNodes:
         namespace, from the nodes' processes and from pods (e.g. a registry on the host's loopback);
         returns ``"<address>:<port>"``."""
         self._prepare()
-        if f"{address}/" not in self.netns.ip("-o", "addr", "show", "dev", self.netns.NODE_DEVICE):
-            self.netns.add_address(address)
+        self._ensure_address(address)
         proxy = self.netns.proxy_to_host(host_port, listen_address=address, listen_port=host_port)
         return f"{address}:{proxy.port}"
 
@@ -901,8 +900,7 @@ class RealNodes:
         folder = self.workdir / "coredns"
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(node.root / "kubelet.kubeconfig", folder / "kubeconfig")  # outlives remove_node
-        if f"{CLUSTER_DNS_IP}/" not in self.netns.ip("-o", "addr", "show", "dev", self.netns.NODE_DEVICE):
-            self.netns.add_address(CLUSTER_DNS_IP)
+        self._ensure_address(CLUSTER_DNS_IP)
         (folder / "Corefile").write_text(f"""{CLUSTER_DOMAIN}:53 in-addr.arpa:53 ip6.arpa:53 {{
     bind {CLUSTER_DNS_IP}
     errors
@@ -915,21 +913,31 @@ class RealNodes:
     cache 5
 }}
 """)
-        proc = ManagedProcess(
-            "coredns", [*self.netns.exec_prefix(), str(self.binaries["coredns"]), "-conf", str(folder / "Corefile")],
-            folder)
+        self._dns = self._start_in_namespace(
+            "coredns", [str(self.binaries["coredns"]), "-conf", str(folder / "Corefile")], folder,
+            "http://127.0.0.1:10254/health")
+
+    def _start_in_namespace(self, name: str, argv: list[str], folder: Path, health_url: str) -> ManagedProcess:
+        """Start one of the namespace's shared services and wait until its health URL (inside the
+        namespace) answers."""
+        proc = ManagedProcess(name, [*self.netns.exec_prefix(), *argv], folder)
         proc.start()
-        self._dns = proc
 
         def healthy() -> bool:
             proc.check_alive()
             probe = subprocess.run(
                 [*self.netns.exec_prefix(), "python3", "-c",
-                 "import urllib.request;urllib.request.urlopen('http://127.0.0.1:10254/health',timeout=2)"],
+                 f"import urllib.request;urllib.request.urlopen({health_url!r},timeout=2)"],
                 capture_output=True)
             return probe.returncode == 0
 
-        wait_until(healthy, 60, "coredns /health", interval=0.5)
+        wait_until(healthy, 60, f"{name} {health_url}", interval=0.5)
+        return proc
+
+    def _ensure_address(self, address: str) -> None:
+        """Give the namespace's node device ``address`` unless it has it already."""
+        if f"{address}/" not in self.netns.ip("-o", "addr", "show", "dev", self.netns.NODE_DEVICE):
+            self.netns.add_address(address)
 
     def keep_kubelet_log(self, node: RealNode) -> None:
         """Copy a failed node's kubelet log beside the run's folder (which goes on stop)."""
@@ -960,24 +968,9 @@ class RealNodes:
             "conntrack": {"maxPerCore": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
         }
         (folder / "config.yaml").write_text(yaml.safe_dump(config))
-        proc = ManagedProcess(
-            "kube-proxy",
-            [*self.netns.exec_prefix(), str(self.binaries["kube-proxy"]), f"--config={folder / 'config.yaml'}",
-             "--v=1"],
-            folder,
-        )
-        proc.start()
-        self._kube_proxy = proc
-
-        def healthy() -> bool:
-            proc.check_alive()
-            probe = subprocess.run(
-                [*self.netns.exec_prefix(), "python3", "-c",
-                 "import urllib.request;urllib.request.urlopen('http://127.0.0.1:10256/healthz',timeout=2)"],
-                capture_output=True)
-            return probe.returncode == 0
-
-        wait_until(healthy, 60, "kube-proxy /healthz", interval=0.5)
+        self._kube_proxy = self._start_in_namespace(
+            "kube-proxy", [str(self.binaries["kube-proxy"]), f"--config={folder / 'config.yaml'}", "--v=1"], folder,
+            "http://127.0.0.1:10256/healthz")
 
     def remove_node(self, name: str) -> None:
         """Stop one node (everything it runs), delete its Node object and give back its address."""
