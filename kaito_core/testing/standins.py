@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,12 +102,10 @@ def publish_weights(registry_host: str, presets: Iterable[str], workdir: Path,
     (the name and tag the operator's weights source uses); returns preset -> reference. Presets whose
     weights come from Hugging Face, or unknown names, are left out (their Workspaces say why)."""
     from kaito_presets import WEIGHTS_SOURCE_HUGGINGFACE, UnknownPresetError, default_catalog
-    from kaito_presets.runtime.tiny import build_tiny_model
     from kaito_presets.runtime.weights import push_oci
 
     catalog = default_catalog()
     published: dict[str, str] = {}
-    models: dict[str, Path] = {}
     for name in sorted(presets):
         try:
             preset = catalog.model(name)
@@ -115,17 +113,14 @@ def publish_weights(registry_host: str, presets: Iterable[str], workdir: Path,
             continue
         if preset.weights.source == WEIGHTS_SOURCE_HUGGINGFACE:
             continue
-        if preset.architecture not in models:
-            models[preset.architecture] = build_tiny_model(workdir / f"tiny-{preset.architecture}",
-                                                           architecture=preset.architecture)
         ref = f"{registry_host}/{repository}/kaito-{name}:{preset.weights.tag}"
-        push_oci(models[preset.architecture], ref, insecure=True)
+        push_oci(tiny_model_for(name, workdir), ref, insecure=True)  # one model per architecture
         published[name] = ref
     return published
 
 
 def tiny_model_for(preset_name: str, workdir: Path) -> Path:
-    """The tiny model :func:`publish_weights` would publish for a preset (built if missing)."""
+    """The tiny model of a preset's architecture, built once per architecture under ``workdir``."""
     from kaito_presets import default_catalog
     from kaito_presets.runtime.tiny import build_tiny_model
 
@@ -185,8 +180,3 @@ class DatasetMirror:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-
-
-def mirrors_for(registry_inside: str, dataset_inside: str) -> Mapping[str, Mapping[str, str]]:
-    """The operator's mirror settings of local mode: every registry and every download host to the stand-ins."""
-    return {"registry_mirrors": {"*": registry_inside}, "url_mirrors": {"*": f"http://{dataset_inside}"}}
