@@ -9,6 +9,7 @@ idempotent verbs also 5xx, timeouts and broken connections.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -100,7 +101,8 @@ class Client:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.write_fence: Callable[[str, str], None] | None = None
-        """Called with (method, path) right before every attempt of anything but GET/HEAD; raises to
+        """Called with (method, path) before every attempt of anything but GET/HEAD, and again by the
+        transport as the request's bytes leave (``before_send``); raises to
         stop the write. The Manager sets it under leader election: no write once the lease may be
         someone else's (a leader paused past its lease, then resumed)."""
 
@@ -138,10 +140,17 @@ class Client:
         response: RawResponse | None = None
         async for attempt in retrying:
             with attempt:
-                if self.write_fence is not None and method not in ("GET", "HEAD"):
-                    self.write_fence(method, path)
-                response = await self.transport.request(method, path, query=query, headers=headers,
-                                                        body=data, timeout=per_try)
+                fence = self.write_fence if method not in ("GET", "HEAD") else None
+                if fence is None:
+                    response = await self.transport.request(method, path, query=query, headers=headers,
+                                                            body=data, timeout=per_try)
+                else:
+                    fence(method, path)  # cheap early refusal, before anything is prepared
+                    # ... and again as the bytes leave: a stop between here and the socket (waiting
+                    # for a pooled connection, a TLS handshake) must not let a stale write out.
+                    response = await self.transport.request(method, path, query=query, headers=headers,
+                                                            body=data, timeout=per_try,
+                                                            before_send=functools.partial(fence, method, path))
                 if response.status >= 400:
                     raise error_from_response(response.status, response.body, response.headers)
         assert response is not None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -46,11 +46,18 @@ class StreamResponse(Protocol):
 
 
 class Transport(Protocol):
-    """What the client needs from HTTP. Implement it to fake the API server in a unit test."""
+    """What the client needs from HTTP. Implement it to fake the API server in a unit test.
+
+    ``before_send``, when given, is called as late as the transport can before the first byte of
+    the request leaves (after the connection is taken from the pool or made); when it raises, the
+    request is not sent and that exception comes out of ``request``. A transport that cannot do
+    better calls it first thing.
+    """
 
     async def request(self, method: str, path: str, *, query: Query = (),
                       headers: Mapping[str, str] | None = None, body: bytes | None = None,
-                      timeout: float | None = None) -> RawResponse: ...
+                      timeout: float | None = None,
+                      before_send: Callable[[], None] | None = None) -> RawResponse: ...
 
     def stream(self, path: str, *, query: Query = (), headers: Mapping[str, str] | None = None,
                read_timeout: float | None = None,
@@ -89,12 +96,47 @@ class _AiohttpStream:
             yield buffer
 
 
+class _SendGate:
+    """One request's ``before_send``, run from aiohttp's trace hooks right before the headers and
+    each body chunk are written, with nothing awaited between the check and the socket write:
+    a process stopped (SIGSTOP, a frozen VM) while it waits for a pooled connection or a TLS
+    handshake checks again when it runs on, instead of sending a write decided long before."""
+
+    __slots__ = ("check", "refused")
+
+    def __init__(self, check: Callable[[], None]):
+        self.check = check
+        self.refused: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.check()
+        except BaseException as exc:
+            self.refused = exc
+            raise
+
+
+async def _gate_hook(_session: aiohttp.ClientSession, context: Any, _params: Any) -> None:
+    gate = context.trace_request_ctx
+    if isinstance(gate, _SendGate):
+        gate.run()
+
+
+def _send_gate_tracing() -> aiohttp.TraceConfig:
+    config = aiohttp.TraceConfig()
+    config.on_request_headers_sent.append(_gate_hook)  # awaited before the headers are written
+    config.on_request_chunk_sent.append(_gate_hook)  # awaited before each body chunk is written
+    config.freeze()
+    return config
+
+
 class ApiClientTransport:
     """HTTP through the aiohttp session of a ``kubernetes_asyncio.client.ApiClient``."""
 
     def __init__(self, api_client: Any, *, owns_client: bool = False):
         self._api = api_client
         self._owns_client = owns_client
+        self._gated = False
         configuration = api_client.configuration
         self._host: str = configuration.host.rstrip("/")
         self._server_hostname: str | None = getattr(configuration, "tls_server_name", None)
@@ -135,20 +177,34 @@ class ApiClientTransport:
     def _kwargs(self) -> dict[str, Any]:
         return {"server_hostname": self._server_hostname} if self._server_hostname else {}
 
+    def _gate(self, before_send: Callable[[], None] | None) -> _SendGate | None:
+        if before_send is None:
+            return None
+        if not self._gated:
+            # The session belongs to the ApiClient and is made lazily: add our hooks once, here.
+            self.session.trace_configs.append(_send_gate_tracing())
+            self._gated = True
+        return _SendGate(before_send)
+
     async def request(self, method: str, path: str, *, query: Query = (),
                       headers: Mapping[str, str] | None = None, body: bytes | None = None,
-                      timeout: float | None = None) -> RawResponse:
+                      timeout: float | None = None,
+                      before_send: Callable[[], None] | None = None) -> RawResponse:
         all_headers = await self._headers(headers)
+        gate = self._gate(before_send)
         try:
             async with self.session.request(
                 method, self._host + path, params=list(query), headers=all_headers, data=body,
-                timeout=aiohttp.ClientTimeout(total=timeout), **self._kwargs(),
+                timeout=aiohttp.ClientTimeout(total=timeout), trace_request_ctx=gate, **self._kwargs(),
             ) as response:
                 data = await response.read()
                 return RawResponse(response.status, data, dict(response.headers))
         except aiohttp.ClientConnectorError as exc:
             raise APIConnectionError(f"{method} {path}: {exc}", sent=False) from exc
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError) as exc:
+            if gate is not None and gate.refused is not None:
+                # aiohttp wraps what a body hook raised; the caller wants the refusal itself.
+                raise gate.refused from None
             raise APIConnectionError(f"{method} {path}: {exc}") from exc
         except TimeoutError as exc:
             raise RequestTimeoutError(f"{method} {path}: no answer within {timeout}s") from exc

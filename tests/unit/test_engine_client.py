@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -45,7 +45,9 @@ class FakeTransport:
 
     async def request(self, method: str, path: str, *, query: Sequence[tuple[str, str]] = (),
                       headers: Mapping[str, str] | None = None, body: bytes | None = None,
-                      timeout: float | None = None) -> RawResponse:
+                      timeout: float | None = None, before_send: Callable[[], None] | None = None) -> RawResponse:
+        if before_send is not None:
+            before_send()  # nothing between "connection ready" and "bytes out" here: check first thing
         self.calls.append({"method": method, "path": path, "query": list(query), "headers": dict(headers or {}),
                            "body": body, "timeout": timeout})
         item = self.script.pop(0)
