@@ -58,6 +58,9 @@ class Rule:
     SERVICE_ACCOUNT: Final = "ServiceAccount"  # a ServiceAccount other than the namespace's default
     TOO_MANY_NODES: Final = "TooManyNodes"  # resource.count above MAX_NODE_COUNT
     INVALID_LABEL_SELECTOR: Final = "InvalidLabelSelector"  # keys/values the apiserver would refuse
+    TUNING_MULTI_NODE: Final = "TuningMultiNode"  # resource.count above 1 with tuning (Kaito's rule)
+    UNKNOWN_NODE_IMAGE_FAMILY: Final = "UnknownNodeImageFamily"  # kaito.sh/node-image-family off the list
+    INVALID_CONFIG: Final = "InvalidConfig"  # an inference.config / tuning.config ConfigMap's contents
 
 
 class Messages:

@@ -37,8 +37,12 @@ from pydantic import ValidationError
 from kaito_core.api.common import LabelSelector
 from kaito_core.api.constants import (
     ANNOTATION_BYPASS_RESOURCE_CHECKS,
+    ANNOTATION_NODE_IMAGE_FAMILY,
     ANNOTATION_RUNTIME,
     GROUP,
+    LABEL_MACHINE,
+    LABEL_WORKSPACE,
+    LABEL_WORKSPACE_NAMESPACE,
     MAX_ADAPTERS,
     MAX_NODE_COUNT,
     WORKSPACE_KIND,
@@ -57,6 +61,8 @@ from kaito_core.api.workspace import (
 )
 
 __all__ = [
+    "NODE_IMAGE_FAMILIES",
+    "RESERVED_SELECTOR_LABELS",
     "SAFE_VOLUME_KINDS",
     "check_workspace",
     "parse_workspace",
@@ -71,6 +77,11 @@ _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]
 _LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 _DECIMAL = re.compile(r"\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*")
 _LEGACY_IPV4 = re.compile(r"(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}")
+#: Labels kaito puts on the nodes it makes to say whose they are. A selector made only of these would pick
+#: the nodes of another Workspace (Kaito refuses it too: "at least one non-reserved label").
+RESERVED_SELECTOR_LABELS = (LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, LABEL_MACHINE)
+#: Values of kaito.sh/node-image-family a provisioner knows (Kaito's list; compared ignoring case and spaces).
+NODE_IMAGE_FAMILIES = ("ubuntu", "azurelinux")
 
 #: Volume kinds a Workspace's pods may use: the Pod Security "restricted" profile's list, nothing of the
 #: node (hostPath) and no network storage mounted by the node on the pod's behalf (nfs, iscsi, ...).
@@ -239,7 +250,16 @@ class _Validator:
         if ws.tuning is not None:
             self.check_tuning(ws.tuning)
         self.check_weights()
+        self.check_node_image_family()
         return self.errors
+
+    def check_node_image_family(self) -> None:
+        value = (self.ws.metadata.annotations or {}).get(ANNOTATION_NODE_IMAGE_FAMILY)
+        if value is not None and value.strip().lower() not in NODE_IMAGE_FAMILIES:
+            self.error(f"metadata.annotations[{ANNOTATION_NODE_IMAGE_FAMILY}]",
+                       f"unsupported node image family {value!r}; use one of {', '.join(NODE_IMAGE_FAMILIES)} "
+                       "(the node images the provisioners can make GPU nodes from), or remove the annotation",
+                       Rule.UNKNOWN_NODE_IMAGE_FAMILY)
 
     def check_weights(self) -> None:
         value = (self.ws.metadata.annotations or {}).get(ANNOTATION_MODEL_WEIGHTS)
@@ -292,11 +312,27 @@ class _Validator:
                            f"unknown GPU instance type {resource.instance_type!r}; {hint} (for nodes the "
                            f"catalog does not know, set the annotation {ANNOTATION_BYPASS_RESOURCE_CHECKS}: "
                            "\"true\")", Rule.UNKNOWN_INSTANCE_TYPE)
-        elif not resource.preferred_nodes:
+        elif not resource.preferred_nodes and not self.user_selector(resource.label_selector):
+            # Bring-your-own by labels (Kaito's BYO): the selector picks the nodes and their GPU feature
+            # discovery labels say what they have; an empty selector would pick every node of the cluster.
             self.error("resource.instanceType",
-                       "required unless resource.preferredNodes lists existing GPU nodes; set the instance "
-                       "type to provision, e.g. Standard_NC24ads_A100_v4 or g5.xlarge",
-                       Rule.INSTANCE_TYPE_REQUIRED)
+                       "required unless resource.labelSelector picks your own GPU nodes (they need the NVIDIA "
+                       "GPU feature discovery labels nvidia.com/gpu.product, nvidia.com/gpu.count, "
+                       "nvidia.com/gpu.memory) or resource.preferredNodes lists them; set the instance type to "
+                       "provision, e.g. Standard_NC24ads_A100_v4 or g5.xlarge", Rule.INSTANCE_TYPE_REQUIRED)
+        match_labels = resource.label_selector.match_labels or {}
+        if match_labels and all(key in RESERVED_SELECTOR_LABELS for key in match_labels):
+            self.error("resource.labelSelector.matchLabels",
+                       f"must contain at least one label not reserved by kaito ({', '.join(RESERVED_SELECTOR_LABELS)}"
+                       " say which Workspace or Machine a node was made for; a selector of only those picks "
+                       "another Workspace's nodes); add a label of your own, e.g. apps: my-model",
+                       Rule.INVALID_LABEL_SELECTOR)
+
+    @staticmethod
+    def user_selector(selector: LabelSelector) -> bool:
+        """The selector has a term of the user's own (not only kaito's reserved labels)."""
+        keys = [*(selector.match_labels or {}), *(r.key for r in selector.match_expressions or ())]
+        return any(key not in RESERVED_SELECTOR_LABELS for key in keys)
 
     def check_label_selector(self, selector: LabelSelector, path: str) -> None:
         """Keys and values as the apiserver checks them (they become the labels of the Machines' nodes)."""
@@ -538,7 +574,7 @@ class _Validator:
             path = f"inference.adapters[{index}]"
             source = adapter.source
             if source is None:
-                self.error(f"{path}.source", "required: give the adapter's name and image",
+                self.error(f"{path}.source", "required: give the adapter's name and image (or volumeSource)",
                            Rule.ADAPTER_SOURCE)
             else:
                 self.check_adapter_source(source, path, index, seen)
@@ -559,9 +595,17 @@ class _Validator:
                        Rule.DUPLICATE_ADAPTER)
         else:
             seen[name] = index
-        if not source.image:
-            self.error(f"{path}.source.image", "required: give the image that holds the adapter",
+        if source.urls:
+            self.error(f"{path}.source.urls", "URLs are not supported as an adapter source; give image or "
+                       "volumeSource", Rule.ADAPTER_SOURCE)
+        if source.image and source.volume_source:
+            self.error(f"{path}.source", "set either image or volumeSource, not both", Rule.ADAPTER_SOURCE)
+        elif not source.image and not source.volume_source:
+            self.error(f"{path}.source.image", "required: give the image that holds the adapter, or a "
+                       "volumeSource (e.g. persistentVolumeClaim) with the adapter's files at its root",
                        Rule.ADAPTER_SOURCE)
+        if source.volume_source:
+            self.check_volume_source(source.volume_source, f"{path}.source.volumeSource", named=False)
 
     def check_strength(self, strength: str, path: str) -> None:
         value = float(strength) if _DECIMAL.fullmatch(strength) else math.nan
@@ -583,6 +627,9 @@ class _Validator:
                 self.check_tuning_preset(preset, tuning.method)
         self.check_input(tuning.input)
         self.check_output(tuning.output)
+        if self.ws.resource.count > 1:
+            self.error("resource.count", f"{self.ws.resource.count} nodes asked for; tuning runs on one node "
+                       "(as in Kaito: multi-node tuning is not supported); set count to 1", Rule.TUNING_MULTI_NODE)
 
     def check_tuning_preset(self, preset: ModelPreset, method: str) -> None:
         if preset.tuning is None:
