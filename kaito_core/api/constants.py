@@ -17,6 +17,7 @@ __all__ = [
     "GPU_TAINT_KEY",
     "GPU_TAINT_VALUE",
     "GROUP",
+    "LABEL_INSTALL",
     "LABEL_INSTANCE_TYPE",
     "LABEL_MACHINE",
     "LABEL_MACHINE_TYPE",
@@ -71,6 +72,10 @@ LABEL_WORKSPACE_NAMESPACE: Final = f"{GROUP}/workspacenamespace"
 LABEL_MACHINE: Final = f"{GROUP}/machine"
 #: On a Node and a Machine: what kind of machine it is ("gpu").
 LABEL_MACHINE_TYPE: Final = f"{GROUP}/machine-type"
+#: On a Machine, its Node and its provider resource (an agent pool also as the ARM tag
+#: ``kaito-install``): which operator install made it (:mod:`kaito_core.provisioning.identity`).
+#: The leak collector deletes only what carries its own install's value.
+LABEL_INSTALL: Final = f"{GROUP}/install"
 #: The well-known Node label holding the instance type (VM size).
 LABEL_INSTANCE_TYPE: Final = "node.kubernetes.io/instance-type"
 

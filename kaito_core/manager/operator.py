@@ -27,6 +27,7 @@ from kaito_core.engine import AlreadyExistsError, Controller, Manager
 from kaito_core.manager.settings import OperatorSettings
 from kaito_core.manager.webhook_certs import VALIDATING_WEBHOOK_CONFIGURATION, WebhookCertManager, WebhookEndpoint
 from kaito_core.provisioning import Provisioner, load_provisioner
+from kaito_core.provisioning.identity import discover_install_identity
 
 __all__ = ["Operator"]
 
@@ -78,11 +79,15 @@ class Operator:
             manager_settings.leader_election.lease_namespace = settings.namespace
         mgr = manager or await Manager.from_kubeconfig(kubeconfig, settings=manager_settings)
         plugin = provisioner or load_provisioner(settings.provisioner, settings.provisioner_settings)
+        install = await discover_install_identity(mgr.client, settings.namespace, cluster_id=settings.cluster_id)
         # The Machine controller first: it may narrow the Machine informer, which must happen
         # before any other controller (the Workspace one) asks the cache for Machines.
-        machine = add_machine_controller(mgr, plugin, settings.machine, namespace=settings.namespace)
-        workspace = add_workspace_controller(mgr, settings.workspace, provisioner=settings.provisioner)
+        machine = add_machine_controller(mgr, plugin, settings.machine, namespace=settings.namespace,
+                                         install=install)
+        workspace = add_workspace_controller(mgr, settings.workspace, provisioner=settings.provisioner,
+                                             install=install)
         log.info("operator wired", provisioner=settings.provisioner, namespace=settings.namespace,
+                 install=install.value, cluster_id=install.cluster_id,
                  leader_election=manager_settings.leader_election.enabled, webhook=settings.webhook.enabled)
         return cls(settings, mgr, plugin, workspace, machine)
 

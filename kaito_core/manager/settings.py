@@ -53,7 +53,12 @@ class OperatorSettings(BaseSettings):
                                       use_attribute_docstrings=True, extra="forbid")
 
     namespace: str = "kaito-system"
-    """The operator's own namespace: its Lease, its webhook Secret."""
+    """The operator's own namespace: its Lease, its webhook Secret; part of its install identity."""
+    cluster_id: str | None = None
+    """This cluster's id in the install identity stamped on every Machine, Node and agent pool the
+    operator makes (the leak collector deletes only what carries it). None: the UID of the
+    ``kube-system`` namespace. Set it only where the operator may not read that namespace; never
+    change it on a running install (what it made before would no longer be collected)."""
     provisioner: str = "simulated"
     """The provisioner plugin (entry point in ``kaito.provisioners``) that turns Machines into nodes."""
     provisioner_settings: dict[str, Any] = Field(default_factory=dict)

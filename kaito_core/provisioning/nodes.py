@@ -27,6 +27,7 @@ from kaito_presets import parse_quantity
 from kaito_core.api.constants import (
     GPU_RESOURCE,
     GROUP,
+    LABEL_INSTALL,
     LABEL_INSTANCE_TYPE,
     LABEL_MACHINE,
     LABEL_MACHINE_TYPE,
@@ -64,7 +65,7 @@ MACHINE: Final = ResourceKind(GROUP, MACHINE_VERSION, MACHINE_KIND, MACHINE_PLUR
 #: On a Node: the provisioner plugin that made it (so each plugin lists only its own nodes).
 LABEL_PROVISIONER: Final = f"{GROUP}/provisioner"
 
-_PASSED_ON = (LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, LABEL_MACHINE_TYPE)
+_PASSED_ON = (LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE, LABEL_MACHINE_TYPE, LABEL_INSTALL)
 
 
 def node_labels_for(machine: Machine, provisioner: str | None = None) -> dict[str, str]:

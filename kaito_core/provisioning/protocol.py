@@ -164,6 +164,10 @@ class ProvisionerContext:
     logger: structlog.typing.FilteringBoundLogger | Any
     namespace: str = "kaito-system"
     """The namespace the controller runs in (for plugins that keep state there)."""
+    install: Any = None
+    """The operator install's :class:`~kaito_core.provisioning.identity.InstallIdentity` (None when
+    the embedder gave none). Machines carry its value as ``kaito.sh/install``; a plugin that tags
+    provider resources copies it from there."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 

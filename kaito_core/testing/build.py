@@ -8,9 +8,10 @@ and replaces every staging module (the list is read from the published
 etcd is built the same way from ``go.etcd.io/etcd/server/v3``; kwok is a plain
 ``go install``. A real node's kubelet and kube-proxy come from the same wrapper
 module; containerd (with ctr and its runc shim) is one ``go install`` with the
-cgo-only storage drivers tagged out. Everything lands in one cache folder keyed by the versions, so a
-second call is instant. ``KUBEBUILDER_ASSETS`` (envtest's variable) overrides the
-folder and its binaries are used as they are.
+cgo-only storage drivers tagged out. Karpenter's kwok cloud provider (the real Karpenter
+controller, :mod:`kaito_core.testing.karpenter` runs it) is one ``go install`` too. Everything
+lands in one cache folder keyed by the versions, so a second call is instant.
+``KUBEBUILDER_ASSETS`` (envtest's variable) overrides the folder and its binaries are used as they are.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pathlib import Path
 from kaito_core.testing.versions import (
     ETCD_VERSION,
     HELM_VERSION,
+    KARPENTER_VERSION,
     KUBERNETES_VERSION,
     KWOK_VERSION,
     MIN_GO_VERSION,
@@ -50,8 +52,11 @@ __all__ = [
     "containerd_dir",
     "coredns_dir",
     "ensure_binaries",
+    "ensure_karpenter",
     "ensure_node_binaries",
     "ensure_pause_binary",
+    "karpenter_dir",
+    "karpenter_module_dir",
     "kwok_stages_dir",
 ]
 
@@ -108,6 +113,11 @@ def coredns_dir() -> Path:
 def containerd_dir() -> Path:
     """The folder holding containerd, ctr and containerd-shim-runc-v2 (keyed by their version)."""
     return cache_root() / "bin" / f"containerd-{CONTAINERD_VERSION}"
+
+
+def karpenter_dir() -> Path:
+    """The folder holding ``karpenter-kwok``, Karpenter with its kwok cloud provider (keyed by its version)."""
+    return cache_root() / "bin" / f"karpenter-{KARPENTER_VERSION}"
 
 
 def kwok_stages_dir() -> Path:
@@ -394,6 +404,42 @@ def ensure_binaries(names: tuple[str, ...] = ALL_BINARIES, progress: Progress | 
     return out
 
 
+KARPENTER_MODULE = "sigs.k8s.io/karpenter"
+KARPENTER_BINARY = "karpenter-kwok"
+
+
+def karpenter_module_dir(progress: Progress | None = None) -> Path:
+    """Karpenter's module in the Go module cache (its CRDs: ``pkg/apis/crds``, ``kwok/apis/crds``)."""
+    report = progress or _default_progress
+    src = cache_root() / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    info = _module_info(_go_binary(), f"{KARPENTER_MODULE}@{KARPENTER_VERSION}", src, report)
+    return Path(info["Dir"])
+
+
+def ensure_karpenter(progress: Progress | None = None) -> Path:
+    """Build Karpenter's kwok cloud provider once (``go install sigs.k8s.io/karpenter/kwok``); its path.
+
+    The binary is named ``karpenter-kwok`` so that it is never mistaken for kwok itself.
+    """
+    report = progress or _default_progress
+    out = karpenter_dir()
+    binary = out / KARPENTER_BINARY
+    if binary.exists():
+        return binary
+    go = _go_binary()
+    with _build_lock(out):
+        if not binary.exists():
+            staging_dir = out / ".partial"
+            staging_dir.mkdir(parents=True, exist_ok=True)
+            ldflags = f"-s -w -X {KARPENTER_MODULE}/pkg/operator.Version={KARPENTER_VERSION}"
+            _build_go_install(go, staging_dir, cache_root() / "src",
+                              f"{KARPENTER_MODULE}/kwok@{KARPENTER_VERSION}", ldflags=ldflags, progress=report)
+            os.replace(staging_dir / "kwok", binary)
+            staging_dir.rmdir()
+    return binary
+
+
 def ensure_node_binaries(progress: Progress | None = None) -> dict[str, Path]:
     """Build what a real node needs (kubelet, kube-proxy, containerd, ctr, the runc shim, coredns).
 
@@ -496,7 +542,7 @@ def ensure_pause_binary(progress: Progress | None = None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """``python -m kaito_core.testing [names...]``: build and print the folder."""
     args = argv if argv is not None else sys.argv[1:]
-    allowed = (*ALL_BINARIES, *OPTIONAL_BINARIES, "node")
+    allowed = (*ALL_BINARIES, *OPTIONAL_BINARIES, "node", "karpenter")
     unknown = [name for name in args if name not in allowed]
     if unknown:
         print(f"unknown binaries {unknown}; choose from {', '.join(allowed)}", file=sys.stderr)
@@ -507,6 +553,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(path)
             print(ensure_pause_binary())
             args = [name for name in args if name != "node"]
+            if not args:
+                return 0
+        if "karpenter" in args:  # Karpenter's kwok cloud provider (tests/karpenter)
+            print(ensure_karpenter())
+            args = [name for name in args if name != "karpenter"]
             if not args:
                 return 0
         folder = ensure_binaries(tuple(args) or ALL_BINARIES)

@@ -2,7 +2,9 @@
 
 Kubernetes is the newest release whose ``go`` directive the supported Go toolchain
 (1.26) builds. etcd stays on the 3.6 line, the one current kube-apiservers are
-tested against (Debian's 3.4.23 is too old). kwok 0.8 simulates nodes and pods.
+tested against (Debian's 3.4.23 is too old). kwok 0.8 simulates nodes and pods. Karpenter
+1.14.1 is the newest whose ``go`` directive Go 1.26 builds (1.14.3 and later want a newer Go);
+its kwok cloud provider is the real Karpenter controller the karpenter provisioner is tested against.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 __all__ = [
     "ETCD_VERSION",
     "HELM_VERSION",
+    "KARPENTER_VERSION",
     "KUBERNETES_VERSION",
     "KWOK_VERSION",
     "MIN_GO_VERSION",
@@ -20,6 +23,7 @@ KUBERNETES_VERSION = "v1.37.2"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
 HELM_VERSION = "v3.22.0"
+KARPENTER_VERSION = "v1.14.1"
 MIN_GO_VERSION = (1, 26)
 
 

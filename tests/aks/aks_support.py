@@ -48,7 +48,6 @@ def settings_for(fake: FakeARM, **overrides: Any) -> AKSSettings:
         "aks_create_timeout_seconds": 60.0,
         "arm_retry_backoff_factor": 0.05,
         "arm_retry_backoff_max": 2,
-        "aks_gc_grace_seconds": 60.0,
     }
     values.update(overrides)
     return AKSSettings.model_validate(values)

@@ -243,10 +243,13 @@ class FakeARM:
         self.operation_failures.append({"code": code, "message": message})
 
     def add_pool(self, name: str, *, vm_size: str = "Standard_NC6s_v3", node_labels: dict[str, str] | None = None,
-                 state: str = "Succeeded", mode: str = "User") -> dict[str, Any]:
+                 state: str = "Succeeded", mode: str = "User", tags: dict[str, str] | None = None) -> dict[str, Any]:
         """Put a pool in place as if someone made it earlier (no Node)."""
-        pool = self._pool_document(name, {"count": 1, "vmSize": vm_size, "mode": mode,
-                                          "nodeLabels": node_labels or {}, "osType": "Linux"}, state)
+        properties: dict[str, Any] = {"count": 1, "vmSize": vm_size, "mode": mode,
+                                      "nodeLabels": node_labels or {}, "osType": "Linux"}
+        if tags is not None:
+            properties["tags"] = tags
+        pool = self._pool_document(name, properties, state)
         self.pools[name] = pool
         return pool
 

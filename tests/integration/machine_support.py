@@ -19,9 +19,11 @@ from kaito_core.api.crd import machine_crd
 from kaito_core.controllers.machine import MachineController, MachineControllerSettings, add_machine_controller
 from kaito_core.engine import CRD, NODE, Client, Manager, ManagerSettings, NotFoundError
 from kaito_core.provisioning import MACHINE, NodeRef, Provisioner
+from kaito_core.provisioning.identity import InstallIdentity
 from kaito_core.testing.waiting import eventually
 
 __all__ = [
+    "INSTALL",
     "TEST_LABEL",
     "Recorder",
     "cleanup_machines",
@@ -35,6 +37,9 @@ __all__ = [
 ]
 
 TEST_LABEL = "kaito.sh/test-run"
+#: The install identity these tests' controllers run as (their Machines carry it, as the
+#: Workspace controller stamps it).
+INSTALL = InstallIdentity(cluster_id="machine-tests", namespace="kaito-system")
 
 
 def run_id() -> str:
@@ -58,7 +63,8 @@ async def install_machine_crd(client: Client) -> None:
 
 def machine_manifest(name: str, run: str, *, instance_type: str = "Standard_NC6s_v3", gpus: int | None = None,
                      node_labels: dict[str, str] | None = None, startup_taints: list[dict[str, str]] | None = None,
-                     workspace: tuple[str, str] = ("default", "ws"), **spec: Any) -> dict[str, Any]:
+                     workspace: tuple[str, str] = ("default", "ws"),
+                     install: InstallIdentity | None = INSTALL, **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "instanceType": instance_type,
         "taints": [{"key": "sku", "value": "gpu", "effect": "NoSchedule"}],
@@ -73,7 +79,8 @@ def machine_manifest(name: str, run: str, *, instance_type: str = "Standard_NC6s
     return {
         "apiVersion": "kaito.sh/v1alpha1", "kind": "Machine",
         "metadata": {"name": name, "labels": {TEST_LABEL: run, "kaito.sh/workspace": workspace[1],
-                                              "kaito.sh/workspacenamespace": workspace[0]}},
+                                              "kaito.sh/workspacenamespace": workspace[0],
+                                              **(install.labels() if install else {})}},
         "spec": body,
     }
 
@@ -97,7 +104,7 @@ async def running_controller(kubeconfig: Path, provisioner: Provisioner, run: st
         http_port=None, handle_signals=False, graceful_shutdown_timeout=2))
     options: dict[str, Any] = {"machine_selector": f"{TEST_LABEL}={run}", "poll_interval": 0.5,
                                "gc_enabled": False, **settings}
-    parts = add_machine_controller(manager, provisioner, MachineControllerSettings(**options))
+    parts = add_machine_controller(manager, provisioner, MachineControllerSettings(**options), install=INSTALL)
     await install_machine_crd(manager.client)
     task = asyncio.create_task(manager.run())
     try:

@@ -7,6 +7,7 @@ import contextlib
 from typing import Any
 
 from machine_support import (
+    INSTALL,
     TEST_LABEL,
     Recorder,
     cleanup_machines,
@@ -23,6 +24,7 @@ from kaito_core.api import Machine
 from kaito_core.controllers.machine import MachineControllerSettings, MachineGarbageCollector, add_machine_controller
 from kaito_core.engine import NODE, Manager, ManagerSettings
 from kaito_core.provisioning import MACHINE, NodeRef, SimulatedProvisioner, SimulatedSettings
+from kaito_core.provisioning.identity import InstallIdentity
 from kaito_core.testing import Cluster, gpu_node_manifest
 
 
@@ -80,10 +82,23 @@ async def test_leaked_nodes_are_collected(kube_cluster: Cluster) -> None:
         simulated = SimulatedProvisioner()
         ghost = Machine.from_dict(machine_manifest(f"ghost-{run}", run))
         kept = Machine.from_dict(machine_manifest(f"kept-{run}", f"other-{run}"))
+        # Our labels (machine, provisioner, workspace) but no install identity, or another
+        # install's: a user's node dressed as ours, or what a second operator in the cluster made.
+        # Labels are not proof of ownership; neither is ever deleted.
+        pretender = Machine.from_dict(machine_manifest(f"pretender-{run}", run, install=None))
+        other = InstallIdentity(cluster_id="machine-tests", namespace="another-install")
+        neighbour = Machine.from_dict(machine_manifest(f"neighbour-{run}", run, install=other))
         # A Machine this controller does not reconcile (other selector) still protects its node.
         await client.create(kept.to_dict())
-        await client.create(simulated.node_manifest(ghost, None), kind=NODE)
-        await client.create(simulated.node_manifest(kept, None), kind=NODE)
+        for machine in (ghost, kept, pretender, neighbour):
+            await client.create(simulated.node_manifest(machine, None), kind=NODE)
+        # Ours by every label, for the ghost Machine, but not the node the provider listed (no
+        # providerID yet): the collector deletes the node it listed, not whatever shares its labels.
+        twin = simulated.node_manifest(ghost, None)
+        twin["metadata"]["name"] = f"twin-{run}"
+        del twin["spec"]["providerID"]
+        twin["metadata"]["labels"]["kaito.sh/provisioner"] = "someone-else"
+        await client.create(twin, kind=NODE)
         foreign: dict[str, Any] = gpu_node_manifest(f"foreign-{run}", labels={"team": "x"})
         await client.create(foreign, kind=NODE)
 
@@ -93,7 +108,14 @@ async def test_leaked_nodes_are_collected(kube_cluster: Cluster) -> None:
         await asyncio.sleep(1.5)  # a few more passes
         assert await client.get_or_none(NODE, f"kept-{run}") is not None, "a node whose Machine exists was collected"
         assert await client.get_or_none(NODE, f"foreign-{run}") is not None, "a node without our labels was collected"
-        for node in (f"kept-{run}", f"foreign-{run}"):
+        assert await client.get_or_none(NODE, f"pretender-{run}") is not None, \
+            "a node with our labels but no install identity was collected"
+        assert await client.get_or_none(NODE, f"neighbour-{run}") is not None, \
+            "another install's node was collected"
+        assert await client.get_or_none(NODE, f"twin-{run}") is not None, \
+            "a Node the provider did not list was deleted because it shares the leaked Machine's labels"
+        assert parts.collector.collected == [f"kwok://ghost-{run}"]
+        for node in (f"kept-{run}", f"foreign-{run}", f"pretender-{run}", f"neighbour-{run}", f"twin-{run}"):
             await client.delete(NODE, node, missing_ok=True)
         await client.delete(MACHINE, f"kept-{run}", missing_ok=True)
 
@@ -104,10 +126,11 @@ async def test_grace_period_protects_young_nodes(kube_cluster: Cluster) -> None:
         client = manager.client
         young = Machine.from_dict(machine_manifest(f"young-{run}", run))
         await client.create(SimulatedProvisioner().node_manifest(young, None), kind=NODE)
-        collector = MachineGarbageCollector(client, parts.handle, MachineControllerSettings(gc_grace_period=3600))
+        collector = MachineGarbageCollector(client, parts.handle, INSTALL,
+                                            MachineControllerSettings(gc_grace_period=3600))
         assert await collector.collect() == []
         assert await client.get_or_none(NODE, f"young-{run}") is not None
-        collector = MachineGarbageCollector(client, parts.handle, MachineControllerSettings(gc_grace_period=0))
+        collector = MachineGarbageCollector(client, parts.handle, INSTALL, MachineControllerSettings(gc_grace_period=0))
         assert f"kwok://young-{run}" in await collector.collect()
         assert await client.get_or_none(NODE, f"young-{run}") is None
 

@@ -42,6 +42,7 @@ from kaito_core.engine.manager import Manager
 from kaito_core.engine.predicate import not_just_a_heartbeat
 from kaito_core.engine.resources import NODE
 from kaito_core.provisioning.handle import ProvisionerHandle
+from kaito_core.provisioning.identity import InstallIdentity
 from kaito_core.provisioning.nodes import MACHINE
 from kaito_core.provisioning.protocol import Provisioner, ProvisionerContext
 
@@ -75,17 +76,20 @@ class MachineController:
 def add_machine_controller(manager: Manager, provisioner: Provisioner,
                            settings: MachineControllerSettings | None = None, *,
                            namespace: str = "kaito-system", started: bool = False,
-                           context: ProvisionerContext | None = None) -> MachineController:
+                           context: ProvisionerContext | None = None,
+                           install: InstallIdentity | None = None) -> MachineController:
     """Register the Machine controller, its garbage collector and the provisioner's shutdown on ``manager``.
 
     Call before ``manager.run()``. ``namespace`` is the controller's own namespace, handed to the
     plugin in its :class:`ProvisionerContext` (or pass ``context``); ``started=True`` when the
-    caller already awaited ``provisioner.start(ctx)``.
+    caller already awaited ``provisioner.start(ctx)``. ``install`` is the identity the Workspace
+    controller stamps on its Machines: without one the leak collector does not run (nothing
+    would be provably ours).
     """
     settings = settings or MachineControllerSettings()
     name = str(getattr(provisioner, "name", type(provisioner).__name__))
     ctx = context or ProvisionerContext(client=manager.client, logger=get_logger(f"kaito.provisioner.{name}"),
-                                        namespace=namespace)
+                                        namespace=namespace, install=install)
     handle = ProvisionerHandle(provisioner, ctx, started=started)
     reconciler = MachineReconciler(manager.client, manager.cache, handle, settings, recorder=manager.recorder)
     # One informer for Machines, shared with the Workspace controller; the selector filters events
@@ -103,9 +107,12 @@ def add_machine_controller(manager: Manager, provisioner: Provisioner,
     manager.cache.add_index(NODE, INDEX_NODE_MACHINE, node_machine_index)
     manager.cache.add_index(MACHINE, INDEX_MACHINE_PROVIDER_ID, machine_provider_id_index)
     collector: MachineGarbageCollector | None = None
-    if settings.gc_enabled:
-        collector = MachineGarbageCollector(manager.client, handle, settings)
+    if settings.gc_enabled and install is not None:
+        collector = MachineGarbageCollector(manager.client, handle, install, settings)
         manager.add_runnable(collector.run, needs_leader=True)
+    elif settings.gc_enabled:
+        get_logger("kaito_core.controllers.machine").warning(
+            "no install identity given: leaked nodes are not collected (pass install= to add_machine_controller)")
 
     async def close_provisioner() -> None:
         try:

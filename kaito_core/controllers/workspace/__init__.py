@@ -42,6 +42,7 @@ from kaito_core.engine import (
     spec_of,
 )
 from kaito_core.provisioning import allocatable_gpus, node_is_ready
+from kaito_core.provisioning.identity import InstallIdentity
 
 __all__ = [
     "CONTROLLERREVISION",
@@ -130,13 +131,14 @@ def _configmaps_to_workspaces(cache: SharedCache) -> Any:
 
 
 def workspace_controller(manager: Manager, settings: WorkspaceSettings | None = None, *,
-                         provisioner: str | None = None) -> Controller:
+                         provisioner: str | None = None, install: InstallIdentity | None = None) -> Controller:
     """The Workspace Controller, built (not yet added to the manager)."""
     settings = settings or WorkspaceSettings()
     cache = manager.cache
     cache.add_index(WORKSPACE, INDEX_WORKSPACE_SELECTOR, workspace_selector_index)
     cache.add_index(WORKSPACE, INDEX_WORKSPACE_CONFIG, workspace_config_index)
-    reconciler = WorkspaceReconciler(manager.client, cache, manager.recorder, settings, provisioner=provisioner)
+    reconciler = WorkspaceReconciler(manager.client, cache, manager.recorder, settings, provisioner=provisioner,
+                                     install=install)
     builder = Controller.for_(WORKSPACE, resource_version_changed)
     if settings.weights_cache is not None:
         # Only an operator that keeps weights in claims watches them (and is granted them by the chart).
@@ -158,10 +160,11 @@ def workspace_controller(manager: Manager, settings: WorkspaceSettings | None = 
 
 
 def add_workspace_controller(manager: Manager, settings: WorkspaceSettings | None = None, *,
-                             provisioner: str | None = None) -> Controller:
+                             provisioner: str | None = None, install: InstallIdentity | None = None) -> Controller:
     """Add the Workspace controller to ``manager`` (before ``manager.run()``); returns it.
 
     ``provisioner`` names the provisioner plugin written into each Machine's ``spec.provisioner``
-    (None: leave it to the Machine controller's default).
+    (None: leave it to the Machine controller's default). ``install`` is stamped on each Machine
+    (give the Machine controller the same one, or its leak collector collects nothing).
     """
-    return manager.add(workspace_controller(manager, settings, provisioner=provisioner))
+    return manager.add(workspace_controller(manager, settings, provisioner=provisioner, install=install))

@@ -36,6 +36,7 @@ from kaito_core.api import (
 )
 from kaito_core.controllers.workspace.naming import machine_name, machine_slot
 from kaito_core.engine import condition_of, conditions_of, meta, status_of
+from kaito_core.provisioning.identity import InstallIdentity
 from kaito_core.provisioning.nodes import NodeCheck, node_problem
 
 __all__ = [
@@ -204,9 +205,10 @@ def plan_nodes(ws: Workspace, required: int, machines: Sequence[Mapping[str, Any
 
 
 def machine_manifest(ws: Workspace, slot: int, *, preset: ModelPreset | None, sku: GpuSku | None,
-                     provisioner: str | None = None) -> dict[str, Any]:
-    """The Machine for one slot: deterministic name, labels back to the Workspace, GPU taint."""
-    labels = {**node_labels_for(ws)}
+                     provisioner: str | None = None, install: InstallIdentity | None = None) -> dict[str, Any]:
+    """The Machine for one slot: deterministic name, labels back to the Workspace (and to the
+    install that made it, passed on to its node), GPU taint."""
+    labels = {**node_labels_for(ws), **(install.labels() if install else {})}
     instance_type = ws.resource.instance_type or ""
     requests: dict[str, str] = {}
     if sku is not None:

@@ -92,6 +92,7 @@ from kaito_core.engine import (
     Result,
     SharedCache,
 )
+from kaito_core.provisioning.identity import InstallIdentity
 
 __all__ = ["APPLIED_HASH_ANNOTATION", "WorkspaceReconciler", "manifest_hash"]
 
@@ -133,13 +134,15 @@ class WorkspaceReconciler:
 
     def __init__(self, client: Client, cache: SharedCache, recorder: EventRecorder | None = None,
                  settings: WorkspaceSettings | None = None, *, catalog: Catalog | None = None,
-                 provisioner: str | None = None):
+                 provisioner: str | None = None, install: InstallIdentity | None = None):
         self.client = client
         self.cache = cache
         self.recorder = recorder
         self.settings = settings or WorkspaceSettings()
         self.catalog = catalog or default_catalog()
         self.provisioner = provisioner
+        self.install = install
+        """Stamped on every Machine (``kaito.sh/install``): what the leak collector may delete."""
 
     # ------------------------------------------------------------------ entry
 
@@ -321,7 +324,8 @@ class WorkspaceReconciler:
         batch, plan.create_slots = (plan.create_slots[:self.settings.machine_create_batch],
                                     plan.create_slots[self.settings.machine_create_batch:])
         for slot in batch:
-            manifest = machine_manifest(ws, slot, preset=preset, sku=sku, provisioner=self.provisioner)
+            manifest = machine_manifest(ws, slot, preset=preset, sku=sku, provisioner=self.provisioner,
+                                        install=self.install)
             try:
                 created = await self.client.create(manifest, kind=MACHINE)
             except AlreadyExistsError:

@@ -10,19 +10,21 @@
 * The node of a pool is found by the label ``kubernetes.azure.com/agentpool=<pool>``;
   its ``spec.providerID`` is what ``create``/``get`` report.
 * ``delete`` is ``begin_delete`` until gone; 404 is success.
-* ``list`` reports the pools carrying our labels; :meth:`AKSProvisioner.collect_garbage`
-  deletes those whose Machine is gone once older than the grace period.
+* ``list`` reports the pools this plugin made: our provisioner label, a name derived from the
+  Machine it names, and (for the install identity) the ``kaito-install`` ARM tag written at
+  create agreeing with the ``kaito.sh/install`` node label. kaito-core's one leak collector
+  (``kaito_core.controllers.machine.gc``) deletes, through ``delete``, the listed pools of its own
+  install whose Machine is gone; the plugin keeps no collector of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import dataclasses
 import datetime
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -37,6 +39,7 @@ from kaito_core.api import (
     GPU_TAINT_EFFECT,
     GPU_TAINT_KEY,
     GPU_TAINT_VALUE,
+    LABEL_INSTALL,
     LABEL_MACHINE,
     LABEL_MACHINE_TYPE,
     LABEL_WORKSPACE,
@@ -51,6 +54,7 @@ from kaito_core.provisioning import (
     ProvisionerError,
     RetryableError,
 )
+from kaito_core.provisioning.identity import INSTALL_TAG
 from kaito_provisioner_aks.clients import client_kwargs
 from kaito_provisioner_aks.credentials import make_credential
 from kaito_provisioner_aks.errors import is_operation_in_progress, map_arm_error
@@ -150,7 +154,6 @@ class AKSProvisioner:
         self._catalog: SkuCatalog | None = None
         self._kube: Any = None
         self._log: Any = None
-        self._gc_task: asyncio.Task[None] | None = None
         self.node_resource_group: str | None = self.settings.azure_node_resource_group
 
     # -- lifecycle
@@ -186,17 +189,10 @@ class AKSProvisioner:
             raise map_arm_error(exc, action=f"reading AKS cluster {s.azure_cluster_name}") from exc
         if cluster.properties is not None and cluster.properties.node_resource_group:
             self.node_resource_group = cluster.properties.node_resource_group
-        if s.aks_gc_interval_seconds > 0 and self._gc_task is None:
-            self._gc_task = asyncio.create_task(self._gc_loop(), name="aks-pool-gc")
         self._info("aks provisioner started", cluster=s.azure_cluster_name, location=s.location,
                    node_resource_group=self.node_resource_group)
 
     async def close(self) -> None:
-        if self._gc_task is not None:
-            self._gc_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._gc_task
-            self._gc_task = None
         for client in (self._aks, self._compute):
             if client is not None:
                 await client.close()
@@ -276,7 +272,8 @@ class AKSProvisioner:
             os_disk_size_gb=self._os_disk_gb(view),
             node_labels=labels,
             node_taints=taints,
-            tags={"kaito-machine": view.name, "kaito-provisioner": self.name, "kaito-created": created},
+            tags={"kaito-machine": view.name, "kaito-provisioner": self.name, "kaito-created": created,
+                  **({INSTALL_TAG: view.labels[LABEL_INSTALL]} if LABEL_INSTALL in view.labels else {})},
             availability_zones=list(self.settings.aks_zones) or None,
         )
         return AgentPool(properties=properties)
@@ -486,12 +483,21 @@ class AKSProvisioner:
     async def delete(self, machine: Any) -> None:
         await self._delete_pool(pool_name(view_machine(machine).name))
 
+    def _made_by_us(self, pool: AgentPool) -> bool:
+        """Our labels, a name we derive from the Machine it names, and ARM tags that agree with its
+        labels on the install: node labels alone are no proof (anyone can set them on a pool)."""
+        labels = pool.node_labels or {}
+        machine = labels.get(LABEL_MACHINE)
+        if labels.get(LABEL_PROVISIONER) != self.name or not machine or pool_name(machine) != pool.name:
+            return False
+        return (pool.tags or {}).get(INSTALL_TAG) == labels.get(LABEL_INSTALL)
+
     async def list(self) -> list[NodeRef]:
         s = self.settings
         pools: list[AgentPool] = []
         try:
             async for pool in self.aks.agent_pools.list(s.arm_resource_group, s.azure_cluster_name):
-                if (pool.node_labels or {}).get(LABEL_PROVISIONER) == self.name:
+                if self._made_by_us(pool):
                     pools.append(pool)
         except AzureError as exc:
             raise map_arm_error(exc, action=f"listing agent pools of {s.azure_cluster_name}") from exc
@@ -504,59 +510,3 @@ class AKSProvisioner:
 
     async def instance_types(self) -> builtins.list[InstanceTypeInfo]:
         return await self.catalog.instance_types()
-
-    # -- garbage collection
-
-    async def _machine_names(self) -> set[str] | None:
-        """Names of every Machine, or None when they cannot be listed (then nothing is collected)."""
-        if self._kube is None:
-            return None
-        try:
-            body = await self._kube.request("GET", "/apis/kaito.sh/v1alpha1/machines")
-        except Exception as exc:
-            if self._log is not None:
-                self._log.warning("cannot list Machines; skipping agent-pool garbage collection", error=str(exc))
-            return None
-        return {str((item.get("metadata") or {}).get("name")) for item in (body or {}).get("items") or []}
-
-    async def collect_garbage(self, live_machines: Iterable[str] | None = None,
-                              now: float | None = None) -> builtins.list[str]:
-        """Delete pools carrying our labels whose Machine is gone, once older than the grace period.
-
-        ``live_machines``: the names of the Machines that exist; None lists them from the cluster.
-        Returns the names of the pools deleted.
-        """
-        live = set(live_machines) if live_machines is not None else await self._machine_names()
-        if live is None:
-            return []
-        now = time.time() if now is None else now
-        grace = self.settings.aks_gc_grace_seconds
-        collected: builtins.list[str] = []
-        s = self.settings
-        try:
-            pools = [pool async for pool in self.aks.agent_pools.list(s.arm_resource_group, s.azure_cluster_name)]
-        except AzureError as exc:
-            raise map_arm_error(exc, action=f"listing agent pools of {s.azure_cluster_name}") from exc
-        for pool in pools:
-            labels = pool.node_labels or {}
-            if labels.get(LABEL_PROVISIONER) != self.name or _state(pool) == _DELETING:
-                continue
-            machine = labels.get(LABEL_MACHINE)
-            created = _parse_timestamp(labels.get(CREATED_LABEL))
-            if not machine or machine in live or created is None or now - created < grace:
-                continue
-            if pool_name(machine) != pool.name:  # not a name we derived: leave it to a person
-                continue
-            self._info("collecting leaked agent pool", pool=pool.name, machine=machine, age=int(now - created))
-            await self._delete_pool(str(pool.name))
-            collected.append(str(pool.name))
-        return collected
-
-    async def _gc_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.aks_gc_interval_seconds)
-            try:
-                await self.collect_garbage()
-            except (ProvisionerError, AzureError) as exc:
-                if self._log is not None:
-                    self._log.warning("agent-pool garbage collection failed", error=str(exc))

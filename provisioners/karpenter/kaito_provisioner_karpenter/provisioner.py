@@ -12,10 +12,15 @@ to the Node). Karpenter does the rest; this plugin reads the NodeClaim back:
 * ``status.providerID`` is the Machine's providerID (Launched), and the Machine
   reconciler then finds the Node by it (Registered, Initialized);
 * the NodeClaim's Launched/Registered/Initialized conditions are mirrored into
-  ``NodeRef.message`` (shown in the Machine's conditions while it waits) and a failed
-  launch becomes the matching typed error (InsufficientCapacity, QuotaExceeded,
-  InstanceTypeUnavailable, else Retryable), after which the failed NodeClaim is deleted
-  so the next attempt asks Karpenter afresh.
+  ``NodeRef.message`` (shown in the Machine's conditions while it waits);
+* a failed launch becomes the matching typed error (InsufficientCapacity, QuotaExceeded,
+  InstanceTypeUnavailable, else Retryable). Real Karpenter (v1) reports one in two ways,
+  and never as ``Launched=False``: a cloud error leaves ``Launched=Unknown`` with reason
+  ``LaunchFailed`` (Karpenter retries the same NodeClaim, whose spec is immutable, forever),
+  after which the plugin deletes the NodeClaim so the next attempt asks afresh; insufficient
+  capacity or a missing or not-ready NodeClass makes Karpenter delete the NodeClaim itself
+  (with a Warning event), which the plugin notices as a NodeClaim it made vanishing before
+  it launched.
 
 ``delete`` deletes the NodeClaim; Karpenter's termination finalizer drains and deletes
 the instance and its Node, and ``get`` keeps returning the NodeClaim until it is gone.
@@ -72,6 +77,8 @@ NODE_CLASS_GROUPS: Final = {
 }
 _NOT_REQUESTED = ("storage", "ephemeral-storage")
 _LIFECYCLE = ("Launched", "Registered", "Initialized")
+#: Reasons of an Unknown condition that is merely waiting, not failing (operatorpkg's initial one).
+_WAITING_REASONS = frozenset({"", "AwaitingReconciliation"})
 
 
 class KarpenterSettings(BaseSettings):
@@ -128,6 +135,19 @@ def _summary(nodeclaim: Mapping[str, Any]) -> str:
     return f"NodeClaim {nodeclaim['metadata']['name']}: " + ", ".join(parts)
 
 
+def _launch_failed(nodeclaim: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The Launched condition when the launch failed (and no instance exists), else None."""
+    if (nodeclaim.get("status") or {}).get("providerID"):
+        return None
+    launched = nodeclaim_conditions(nodeclaim).get("Launched") or {}
+    status, reason = launched.get("status"), str(launched.get("reason") or "")
+    # Karpenter's launch controller sets Unknown/LaunchFailed (or a provider's CreateError reason);
+    # False is what other NodeClaim controllers (and older Karpenters) may write.
+    if status == "False" or (status == "Unknown" and reason not in _WAITING_REASONS):
+        return launched
+    return None
+
+
 def _launch_error(nodeclaim: Mapping[str, Any], cond: Mapping[str, Any]) -> ProvisionerError:
     reason = str(cond.get("reason") or "")
     message = str(cond.get("message") or "")
@@ -153,6 +173,9 @@ class KarpenterProvisioner:
         self.settings = settings or KarpenterSettings()
         self.settings.node_class_ref()  # fail at load time on an unknown NodeClass kind
         self._client: Client | None = None
+        #: NodeClaims this process made that have not launched yet (Machine name -> uid): one
+        #: that vanishes from here was deleted by Karpenter, which is how it reports no capacity.
+        self._launching: dict[str, str] = {}
 
     async def start(self, ctx: ProvisionerContext) -> None:
         self._client = ctx.client
@@ -245,6 +268,16 @@ class KarpenterProvisioner:
 
     async def create(self, machine: Machine) -> NodeRef:
         nodeclaim = await self._own(machine)
+        if nodeclaim is None and machine.name in self._launching:
+            # Karpenter deletes a NodeClaim it cannot launch for want of capacity or of a ready
+            # NodeClass (and says why only in an Event): report it, then ask afresh next time.
+            self._launching.pop(machine.name)
+            name = self.nodeclaim_name(machine)
+            raise InsufficientCapacityError(
+                f"Karpenter deleted NodeClaim {name} before it launched: insufficient capacity for "
+                f"{machine.spec.instance_type or 'the node'}, or the {self.settings.node_class_kind} "
+                f"{self.settings.node_class_name!r} is missing or not ready (kubectl get events "
+                f"--field-selector involvedObject.name={name} says which); kaito retries with a fresh NodeClaim")
         if nodeclaim is None:
             try:
                 nodeclaim = await self.client.create(self.nodeclaim_for(machine), kind=NODECLAIM)
@@ -253,12 +286,18 @@ class KarpenterProvisioner:
         if (nodeclaim.get("metadata") or {}).get("deletionTimestamp"):
             raise RetryableError(f"NodeClaim {self.nodeclaim_name(machine)} is still terminating; "
                                  "a new one is made once it is gone", after=5.0)
-        launched = nodeclaim_conditions(nodeclaim).get("Launched") or {}
-        if launched.get("status") == "False" and not (nodeclaim.get("status") or {}).get("providerID"):
+        launched = _launch_failed(nodeclaim)
+        if launched is not None:
             error = _launch_error(nodeclaim, launched)
             if self.settings.delete_failed_nodeclaims:
                 await self.client.delete(NODECLAIM, self.nodeclaim_name(machine), missing_ok=True)
+            self._launching.pop(machine.name, None)
             raise error
+        status = nodeclaim.get("status") or {}
+        if status.get("providerID"):
+            self._launching.pop(machine.name, None)
+        else:
+            self._launching[machine.name] = str((nodeclaim.get("metadata") or {}).get("uid") or "")
         return self._ref(nodeclaim)
 
     async def get(self, machine: Machine) -> NodeRef | None:
@@ -266,6 +305,7 @@ class KarpenterProvisioner:
         return self._ref(nodeclaim) if nodeclaim is not None else None
 
     async def delete(self, machine: Machine) -> None:
+        self._launching.pop(machine.name, None)
         nodeclaim = await self.client.get_or_none(NODECLAIM, self.nodeclaim_name(machine))
         if nodeclaim is None:
             return
