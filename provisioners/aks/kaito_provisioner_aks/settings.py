@@ -92,13 +92,6 @@ class AKSSettings(BaseSettings):
         description="AKS_NODE_WAIT_SECONDS: after the pool succeeds, how long to wait for its Node to register.")
     aks_sku_cache_seconds: float = Field(
         default=300.0, ge=0, description="AKS_SKU_CACHE_SECONDS: how long SKU and quota answers are reused.")
-    aks_gc_grace_seconds: float = Field(
-        default=600.0, ge=0,
-        description="AKS_GC_GRACE_SECONDS: a pool with our labels and no Machine is collected once this old.")
-    aks_gc_interval_seconds: float = Field(
-        default=0.0, ge=0,
-        description="AKS_GC_INTERVAL_SECONDS: run the plugin's own pool collector this often (0: off; the "
-        "Machine reconciler's collector calls list()/delete() instead).")
     arm_retry_total: int = Field(
         default=10, ge=0, description="ARM_RETRY_TOTAL: retries of one ARM request (429/5xx/connection).")
     arm_retry_backoff_factor: float = Field(
