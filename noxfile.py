@@ -30,6 +30,8 @@ def tests(session: nox.Session) -> None:
     session.run(PY, "-m", "kaito_core.testing")
     # The real nodes' kubelet, kube-proxy and containerd (tests/realnode), cached like the control plane.
     session.run(PY, "-m", "kaito_core.testing", "node")
+    # The real Karpenter (its kwok cloud provider) that tests/karpenter runs the plugin against.
+    session.run(PY, "-m", "kaito_core.testing", "karpenter")
     # Our images, built from source (cached by content hash): a cold build must not count against a
     # test's timeout, so it happens here, before pytest.
     session.run(PY, "-m", "kaito_core.testing.images", "--no-archives")

@@ -12,7 +12,7 @@ from kaito_provisioner_karpenter import KarpenterProvisioner, KarpenterSettings
 from machine_support import machine_manifest
 
 from kaito_core.api import Machine
-from kaito_core.provisioning import ProvisionerContext
+from kaito_core.provisioning import InstanceTypeUnavailableError, InsufficientCapacityError, ProvisionerContext
 
 STARTUP = {"key": "nvidia.com/gpu-driver", "value": "installing", "effect": "NoSchedule"}
 
@@ -72,3 +72,77 @@ async def test_start_fails_clearly_without_karpenter() -> None:
 
     with pytest.raises(RuntimeError, match=r"nodeclaims.karpenter.sh is not installed"):
         await KarpenterProvisioner().start(ProvisionerContext(client=NoCRDs(), logger=None))
+
+
+def _nodeclaim(status: dict[str, Any]) -> dict[str, Any]:
+    return {"metadata": {"name": "falcon-0"}, "status": status}
+
+
+async def test_launch_failures_as_real_karpenter_reports_them() -> None:
+    plugin = KarpenterProvisioner(KarpenterSettings(node_class_kind="KWOKNodeClass"))
+    waiting = {"type": "Launched", "status": "Unknown", "reason": "AwaitingReconciliation",
+               "message": "object is awaiting reconciliation"}
+    failed = {"type": "Launched", "status": "Unknown", "reason": "LaunchFailed",
+              "message": "launching nodeclaim, instance type not found (instance-type=Standard_NC24s_v3)"}
+
+    class Client:
+        def __init__(self, nodeclaim: dict[str, Any] | None):
+            self.nodeclaim, self.deleted = nodeclaim, False
+
+        async def get_or_none(self, *args: Any) -> dict[str, Any] | None:
+            return self.nodeclaim
+
+        async def create(self, body: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+            self.nodeclaim = {**body, "metadata": {**body["metadata"], "uid": "u-2"}}
+            return self.nodeclaim
+
+        async def delete(self, *args: Any, **kwargs: Any) -> None:
+            self.deleted, self.nodeclaim = True, None
+
+    machine = _machine()
+    labels = plugin.nodeclaim_for(machine)["metadata"]["labels"]
+    # Karpenter's initial Unknown is waiting, not failing.
+    client = Client({**_nodeclaim({"conditions": [waiting]}), "metadata": {"name": "falcon-0", "labels": labels}})
+    plugin._client = client  # type: ignore[assignment]
+    ref = await plugin.create(machine)
+    assert not ref.provider_id and not client.deleted and "Launched=Unknown" in ref.message
+    # Unknown/LaunchFailed (Karpenter never writes False) is a failure: typed, and the NodeClaim goes.
+    client.nodeclaim = {**_nodeclaim({"conditions": [failed]}), "metadata": {"name": "falcon-0", "labels": labels}}
+    with pytest.raises(InstanceTypeUnavailableError, match="instance type not found"):
+        await plugin.create(machine)
+    assert client.deleted
+    # A NodeClaim this plugin made that vanishes before launch was deleted by Karpenter: no capacity.
+    await plugin.create(machine)  # a fresh one, not launched yet
+    client.nodeclaim = None
+    with pytest.raises(InsufficientCapacityError, match="Karpenter deleted NodeClaim falcon-0 before it launched"):
+        await plugin.create(machine)
+    ref = await plugin.create(machine)  # and then asks again
+    assert client.nodeclaim is not None and not ref.provider_id
+
+
+def test_instance_types_come_from_the_sku_catalog() -> None:
+    from kaito_core.testing.karpenter import instance_types_from_catalog, kwok_node_class, node_pool
+
+    (nc6,) = instance_types_from_catalog(["Standard_NC6s_v3"])
+    assert nc6["name"] == "Standard_NC6s_v3" and nc6["operatingSystems"] == ["linux"]
+    assert nc6["resources"] == {"cpu": "6", "memory": "114688Mi", "nvidia.com/gpu": "1"}
+    assert nc6["offerings"][0]["Available"] is True
+    everything = {t["name"] for t in instance_types_from_catalog()}
+    assert {"Standard_NC6s_v3", "Standard_NC12s_v3"} <= everything
+    with pytest.raises(KeyError, match="'Standard_Nope' is not in the GPU SKU catalog"):
+        instance_types_from_catalog(["Standard_Nope"])
+    assert kwok_node_class("slow", registration_delay="3s")["spec"] == {"nodeRegistrationDelay": "3s"}
+    pool = node_pool("kaito")["spec"]
+    assert pool["limits"] == {"nodes": "0"} and pool["disruption"]["budgets"] == [{"nodes": "0"}]
+
+
+def test_karpenter_is_cached_by_its_version(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from kaito_core.testing import build
+
+    monkeypatch.setenv("KAITO_CACHE_DIR", str(tmp_path))
+    assert build.karpenter_dir() == tmp_path / "bin" / "karpenter-v1.14.1"
+    binary = build.karpenter_dir() / "karpenter-kwok"
+    binary.parent.mkdir(parents=True)
+    binary.write_text("#!/bin/sh\n")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Go: a cached binary needs none
+    assert build.ensure_karpenter() == binary
