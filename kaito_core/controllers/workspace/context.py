@@ -25,6 +25,7 @@ from kaito_core.api import (
 )
 from kaito_core.controllers.workspace.kinds import WORKSPACE
 from kaito_core.controllers.workspace.settings import WorkspaceSettings
+from kaito_core.provisioning.gpu_labels import NodeGpus
 
 __all__ = ["BuildContext", "gpu_tolerations", "node_affinity", "owner_reference", "placement_affinity"]
 
@@ -74,7 +75,8 @@ class BuildContext:
     ws: Workspace
     settings: WorkspaceSettings
     preset: ModelPreset | None = None
-    sku: GpuSku | None = None
+    sku: GpuSku | NodeGpus | None = None
+    """The instance type's figures, or (no instance type) what the chosen nodes' GPU labels show."""
     nodes: list[str] = field(default_factory=list)
     labelled_nodes: frozenset[str] = frozenset()
     """Nodes of ``nodes`` that carry this Workspace's labels (made for it by a Machine)."""

@@ -34,14 +34,17 @@ from kaito_core.api import (
     Workspace,
     WorkspaceReason,
 )
+from kaito_core.controllers.workspace.byo_labels import label_fit_problem
 from kaito_core.controllers.workspace.naming import machine_name, machine_slot
 from kaito_core.engine import condition_of, conditions_of, meta, status_of
+from kaito_core.provisioning.gpu_labels import NodeGpus, node_gpus
 from kaito_core.provisioning.identity import InstallIdentity
 from kaito_core.provisioning.nodes import NodeCheck, node_problem
 
 __all__ = [
     "NodePlan",
     "ResourceState",
+    "labelled_gpus",
     "machine_manifest",
     "machine_node_name",
     "matches_selector",
@@ -50,6 +53,7 @@ __all__ = [
     "qualified_nodes",
     "required_node_count",
     "resource_state",
+    "unplaced_message",
     "workspace_labels",
 ]
 
@@ -67,8 +71,9 @@ def workspace_labels(ws: Workspace) -> dict[str, str]:
     return {LABEL_WORKSPACE: ws.name, LABEL_WORKSPACE_NAMESPACE: ws.namespace}
 
 
-def required_node_count(ws: Workspace, preset: ModelPreset | None, sku: GpuSku | None) -> int:
-    """``resource.count``, or as many nodes as the preset's GPU memory needs on this SKU if more."""
+def required_node_count(ws: Workspace, preset: ModelPreset | None, sku: GpuSku | NodeGpus | None) -> int:
+    """``resource.count``, or as many nodes as the preset's GPU memory needs on this SKU (or on the GPUs a
+    node's labels show) if more."""
     count = ws.resource.count
     if preset is None or sku is None or ws.tuning is not None:
         return count
@@ -123,10 +128,12 @@ def _owner(node: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return labels.get(LABEL_WORKSPACE), labels.get(LABEL_WORKSPACE_NAMESPACE)
 
 
-def qualified_nodes(ws: Workspace, nodes: Iterable[Mapping[str, Any]]) -> list[str]:
+def qualified_nodes(ws: Workspace, nodes: Iterable[Mapping[str, Any]], *, preset: ModelPreset | None = None,
+                    unfit: dict[str, str] | None = None) -> list[str]:
     """Existing Ready nodes this Workspace may use: they match ``labelSelector`` and either are in
-    ``preferredNodes`` or carry the instance type; never a node made for another Workspace.
-    Preferred nodes first, then by name."""
+    ``preferredNodes``, or carry the instance type, or (no instance type: bring-your-own by labels) their
+    GPU feature discovery labels show GPUs that fit ``preset``; never a node made for another Workspace.
+    Preferred nodes first, then by name. Nodes picked by labels that do not fit go into ``unfit`` (why)."""
     selector = ws.resource.label_selector.to_dict()
     preferred = list(ws.resource.preferred_nodes or [])
     instance_type = (ws.resource.instance_type or "").lower()
@@ -140,6 +147,12 @@ def qualified_nodes(ws: Workspace, nodes: Iterable[Mapping[str, Any]]) -> list[s
             continue
         if name in preferred or (instance_type and labels.get(LABEL_INSTANCE_TYPE, "").lower() == instance_type):
             out.append(name)
+        elif not instance_type:
+            why = label_fit_problem(ws, preset, node)
+            if why is None:
+                out.append(name)
+            elif unfit is not None:
+                unfit[name] = why
     return sorted(out, key=lambda n: (n not in preferred, preferred.index(n) if n in preferred else 0, n))
 
 
@@ -156,6 +169,10 @@ class NodePlan:
     delete_machines: list[str] = field(default_factory=list)
     labelled: set[str] = field(default_factory=set)
     """Nodes (of :attr:`nodes`) that carry this Workspace's ``kaito.sh/workspace*`` labels."""
+    unfit: dict[str, str] = field(default_factory=dict)
+    """Nodes the labelSelector picks (no instance type) whose GPU labels do not fit, and why."""
+    gpus: NodeGpus | None = None
+    """No instance type: the GPUs the nodes' labels show (:func:`labelled_gpus`), in place of a SKU's."""
 
     @property
     def nodes(self) -> list[str]:
@@ -168,13 +185,32 @@ class NodePlan:
         return sorted(names)
 
 
+def labelled_gpus(ws: Workspace, preset: ModelPreset | None, nodes: Iterable[Mapping[str, Any]]) -> NodeGpus | None:
+    """No instance type: the labelled GPUs of the first node this Workspace may use (:func:`qualified_nodes`)
+    that has them; the pods ask for its GPUs and the node count is sized by its memory, as by a SKU's."""
+    by_name = {meta(n).name: n for n in nodes}
+    for name in qualified_nodes(ws, by_name.values(), preset=preset):
+        gpus = node_gpus(by_name[name])
+        if isinstance(gpus, NodeGpus):
+            return gpus
+    return None
+
+
+def unplaced_message(plan: NodePlan) -> str:
+    """ResourceReady's message when nodes are missing and there is no instance type to provision them."""
+    said = "".join(f"; {plan.unfit[name]}" for name in sorted(plan.unfit))
+    return (f"{len(plan.nodes)} of {plan.required} node(s) are ready, match resource.labelSelector (or are in "
+            f"resource.preferredNodes) and fit{said}; add or label nodes that fit, or set resource.instanceType "
+            "to provision the rest")
+
+
 def _slot(ws: Workspace, machine: Mapping[str, Any]) -> int:
     slot = machine_slot(ws.namespace, ws.name, meta(machine).name)
     return slot if slot is not None else 1 << 30
 
 
 def plan_nodes(ws: Workspace, required: int, machines: Sequence[Mapping[str, Any]],
-               nodes: Iterable[Mapping[str, Any]]) -> NodePlan:
+               nodes: Iterable[Mapping[str, Any]], *, preset: ModelPreset | None = None) -> NodePlan:
     """Keep the Machines we have (up to ``required``), fill up with qualified existing nodes,
     create Machines for the rest in the lowest free slots, delete Machines beyond ``required``.
 
@@ -186,7 +222,8 @@ def plan_nodes(ws: Workspace, required: int, machines: Sequence[Mapping[str, Any
     live = [m for m in own if not meta(m).deleting]
     keep, extra = live[:required], live[required:]
     machine_nodes = {machine_node_name(m) for m in own} - {None}
-    candidates = [n for n in qualified_nodes(ws, nodes) if n not in machine_nodes]
+    unfit: dict[str, str] = {}
+    candidates = [n for n in qualified_nodes(ws, nodes, preset=preset, unfit=unfit) if n not in machine_nodes]
     byo = candidates[:max(0, required - len(keep))]
     wanted = required - len(byo)
     used = {_slot(ws, m) for m in own}
@@ -197,14 +234,14 @@ def plan_nodes(ws: Workspace, required: int, machines: Sequence[Mapping[str, Any
             slots.append(slot)
         slot += 1
     plan = NodePlan(required=required, byo=byo, machines=keep, create_slots=slots,
-                    delete_machines=[meta(m).name for m in extra])
+                    delete_machines=[meta(m).name for m in extra], unfit=unfit)
     chosen = set(plan.nodes)
     plan.labelled = {meta(n).name for n in nodes
                      if meta(n).name in chosen and _owner(n) == (ws.name, ws.namespace)}
     return plan
 
 
-def machine_manifest(ws: Workspace, slot: int, *, preset: ModelPreset | None, sku: GpuSku | None,
+def machine_manifest(ws: Workspace, slot: int, *, preset: ModelPreset | None, sku: GpuSku | NodeGpus | None,
                      provisioner: str | None = None, install: InstallIdentity | None = None) -> dict[str, Any]:
     """The Machine for one slot: deterministic name, labels back to the Workspace (and to the
     install that made it, passed on to its node), GPU taint."""

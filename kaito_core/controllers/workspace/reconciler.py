@@ -49,10 +49,12 @@ from kaito_core.controllers.workspace.naming import headless_service_name, machi
 from kaito_core.controllers.workspace.nodes import (
     NodePlan,
     ResourceState,
+    labelled_gpus,
     machine_manifest,
     plan_nodes,
     required_node_count,
     resource_state,
+    unplaced_message,
 )
 from kaito_core.controllers.workspace.revision import controller_revision, prune_revisions, spec_hash
 from kaito_core.controllers.workspace.settings import WorkspaceSettings
@@ -175,7 +177,7 @@ class WorkspaceReconciler:
         sku = self.catalog.find_sku(ws.resource.instance_type) if ws.resource.instance_type else None
         revision = await self._revision(obj, ws)
         plan, resource = await self._nodes(ws, preset, sku)
-        ctx = BuildContext(ws=ws, settings=self.settings, preset=preset, sku=sku, nodes=plan.nodes,
+        ctx = BuildContext(ws=ws, settings=self.settings, preset=preset, sku=sku or plan.gpus, nodes=plan.nodes,
                            labelled_nodes=frozenset(plan.labelled), revision=revision)
         observed = Observed(generation=_meta(obj).get("generation"), is_tuning=ws.tuning is not None,
                             resource=Check("True" if resource.ready else "False", resource.reason, resource.message),
@@ -310,15 +312,14 @@ class WorkspaceReconciler:
 
     async def _nodes(self, ws: Workspace, preset: ModelPreset | None,
                      sku: GpuSku | None) -> tuple[NodePlan, ResourceState]:
-        required = required_node_count(ws, preset, sku)
         machines = self._own_machines(ws.namespace, ws.name)
         nodes = self._candidate_nodes(ws, machines)
-        plan = plan_nodes(ws, required, machines, nodes)
+        # No instance type: the nodes' GPU feature discovery labels stand in for the SKU (Kaito's BYO).
+        gpus = labelled_gpus(ws, preset, nodes) if not ws.resource.instance_type else None
+        plan = plan_nodes(ws, required_node_count(ws, preset, sku or gpus), machines, nodes, preset=preset)
+        plan.gpus = gpus
         if plan.create_slots and not ws.resource.instance_type:
-            found = len(plan.nodes)
-            return plan, ResourceState(False, WorkspaceReason.WAITING_FOR_NODES,
-                                       f"{found} of {required} preferred node(s) are ready and match "
-                                       "resource.labelSelector; set resource.instanceType to provision the rest")
+            return plan, ResourceState(False, WorkspaceReason.WAITING_FOR_NODES, unplaced_message(plan))
         # A bounded batch per pass: the Machines made now bring the next pass (their events), which makes
         # the next batch; ResourceReady counts the rest as still to create.
         batch, plan.create_slots = (plan.create_slots[:self.settings.machine_create_batch],
