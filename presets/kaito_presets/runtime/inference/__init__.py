@@ -1,6 +1,6 @@
 """The inference runtime: ``python -m kaito_presets.runtime.inference``."""
 
-from .base import Backend, BackendError, Completion, Delta, SamplingParams, create_backend
+from .base import Backend, BackendError, Completion, Delta, SamplingParams, TokenLogprob, create_backend
 from .config import InferenceConfig, load_config
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "Delta",
     "InferenceConfig",
     "SamplingParams",
+    "TokenLogprob",
     "create_backend",
     "load_config",
 ]

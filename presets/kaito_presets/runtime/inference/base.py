@@ -14,10 +14,13 @@ FinishReason = Literal["stop", "length"]
 class BackendError(Exception):
     """A request the backend cannot serve; ``status`` is the HTTP status the server answers."""
 
-    def __init__(self, message: str, *, status: int = 400, code: str = "invalid_request") -> None:
+    def __init__(
+        self, message: str, *, status: int = 400, code: str = "invalid_request", param: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.param = param  # the request field at fault, when one is
 
 
 @dataclass
@@ -30,10 +33,26 @@ class SamplingParams:
     repetition_penalty: float | None = None
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    #: None: no log-probabilities; k >= 0: each generated token's, with its k most likely alternatives.
+    logprobs: int | None = None
+    # OpenAI's penalties on tokens already generated (each occurrence / once), and a bias per token id.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
 
     @property
     def sampling(self) -> bool:
         return self.do_sample if self.do_sample is not None else self.temperature > 0
+
+
+@dataclass
+class TokenLogprob:
+    """One generated token's log-probability under the model, with the most likely alternatives at its step
+    (``top``, most likely first; as many as ``SamplingParams.logprobs`` asked for)."""
+
+    token: str
+    logprob: float
+    top: list[tuple[str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -42,6 +61,8 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: FinishReason
+    #: One entry per token of ``text`` when logprobs were asked for (tokens cut off by a stop string are not).
+    logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass
@@ -50,6 +71,8 @@ class Delta:
 
     text: str
     done: Completion | None = None
+    #: The tokens ``text`` is made of, when logprobs were asked for.
+    logprobs: list[TokenLogprob] | None = None
 
 
 class Backend(abc.ABC):
@@ -59,6 +82,9 @@ class Backend(abc.ABC):
     name: str = "abstract"
     #: Generations the server admits at once (running or waiting) unless ``max_pending_requests`` says.
     max_pending: int = 16
+    #: The OpenAI request parameters beyond the basic sampling ones that this backend honours; the server
+    #: refuses a non-default value of any other with a 400 naming it (see ``openai_params.py``).
+    honours: frozenset[str] = frozenset()
 
     @property
     @abc.abstractmethod

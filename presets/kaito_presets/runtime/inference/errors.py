@@ -26,13 +26,21 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_la
 class APIError(Exception):
     """A request answered with ``status`` and the error body (raised anywhere under a route)."""
 
-    def __init__(self, status: int, message: str, code: str, type_: str = "invalid_request_error") -> None:
+    def __init__(
+        self, status: int, message: str, code: str, type_: str = "invalid_request_error", *, param: str | None = None
+    ) -> None:
         super().__init__(message)
-        self.status, self.message, self.code, self.type = status, message, code, type_
+        self.status, self.message, self.code, self.type, self.param = status, message, code, type_, param
 
 
-def error_body(message: str, code: str, type_: str = "invalid_request_error") -> dict[str, object]:
-    return {"error": {"message": message, "type": type_, "code": code}, "detail": message}
+def error_body(
+    message: str, code: str, type_: str = "invalid_request_error", param: str | None = None
+) -> dict[str, object]:
+    """The body; ``param`` (OpenAI's field, which its clients expose as ``.param``) names the request field."""
+    error: dict[str, object] = {"message": message, "type": type_, "code": code}
+    if param is not None:
+        error["param"] = param
+    return {"error": error, "detail": message}
 
 
 def error_response(
@@ -40,9 +48,11 @@ def error_response(
     message: str,
     code: str,
     type_: str = "invalid_request_error",
+    *,
     headers: dict[str, str] | None = None,
+    param: str | None = None,
 ) -> JSONResponse:
-    return JSONResponse(status_code=status, content=error_body(message, code, type_), headers=headers)
+    return JSONResponse(status_code=status, content=error_body(message, code, type_, param), headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -51,20 +61,26 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
         headers = {"Retry-After": "1"} if exc.status == 429 else None
-        return error_response(exc.status, exc.message, exc.code, exc.type, headers)
+        return error_response(exc.status, exc.message, exc.code, exc.type, headers=headers, param=exc.param)
 
     @app.exception_handler(BackendError)
     async def _backend_error(request: Request, exc: BackendError) -> JSONResponse:
         type_ = "invalid_request_error" if exc.status < 500 else "server_error"
-        return error_response(exc.status, str(exc), exc.code, type_)
+        return error_response(exc.status, str(exc), exc.code, type_, param=exc.param)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = []
+        parts, params = [], []
         for err in exc.errors():
             loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
-            parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
-        return error_response(400, "invalid request: " + "; ".join(parts), "invalid_request")
+            params.append(loc)
+            if err.get("type") == "extra_forbidden":
+                # An OpenAI parameter this server does not implement: refused, never silently dropped.
+                parts.append(f"{loc}: unsupported parameter (this server does not implement it; remove it)")
+            else:
+                parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
+        param = params[0] if len(params) == 1 and params[0] else None
+        return error_response(400, "invalid request: " + "; ".join(parts), "invalid_request", param=param)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

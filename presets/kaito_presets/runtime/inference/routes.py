@@ -21,7 +21,8 @@ from starlette.types import Receive, Scope, Send
 from .base import BackendError, Completion
 from .errors import APIError
 from .limits import Slot
-from .sampling import chat_kwargs, opt_int, sampling_from_kwargs, sampling_from_request
+from .openai_params import chat_logprobs, chat_sampling, completion_logprobs, completion_sampling
+from .sampling import chat_kwargs, opt_int, sampling_from_kwargs
 from .schemas import ChatCompletionRequest, ChatRequest, CompletionRequest
 from .service import InferenceService
 
@@ -150,17 +151,16 @@ async def chat_completions(req: ChatCompletionRequest, service: Service) -> dict
     route = "/v1/chat/completions"
     service.ensure_ready()
     model = service.resolve_model(req.model)
-    if req.n != 1:
-        raise APIError(400, "only n=1 is supported", "unsupported_n")
+    params = chat_sampling(req, service.backend)
     if not req.messages:
         raise APIError(400, "messages must not be empty", "empty_messages")
     msgs = [m.as_dict() for m in req.messages]
     if not any(str(m["content"]).strip() for m in msgs):
         raise APIError(400, "messages have no content", "empty_prompt")
-    params = sampling_from_request(req)
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
-    include_usage = bool((req.stream_options or {}).get("include_usage"))
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    want_lp = params.logprobs is not None
     with service.admit() as slot:
         prompt = await service.chat_prompt(msgs)
         params.max_new_tokens = await service.max_new_tokens(prompt, False, req.max_completion_tokens or req.max_tokens)
@@ -170,22 +170,26 @@ async def chat_completions(req: ChatCompletionRequest, service: Service) -> dict
                 first = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
                 yield {**base, "choices": [first]}
                 async for d in service.stream(route, model, prompt, params, False):
-                    if d.text:
-                        yield {**base, "choices": [{"index": 0, "delta": {"content": d.text}, "finish_reason": None}]}
+                    lps = chat_logprobs(d.logprobs or []) if want_lp else None
+                    if d.text or (lps and lps["content"]):
+                        choice = {"index": 0, "delta": {"content": d.text}, "logprobs": lps, "finish_reason": None}
+                        yield {**base, "choices": [choice]}
                     if d.done is not None:
-                        yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": d.done.finish_reason}]}
+                        choice = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": d.done.finish_reason}
+                        yield {**base, "choices": [choice]}
                         if include_usage:
                             yield {**base, "choices": [], "usage": usage(d.done)}
 
             return sse(chunks(), slot)
         c = await service.generate(route, model, prompt, params, False)
     message = {"role": "assistant", "content": c.text}
+    logprobs = chat_logprobs(c.logprobs or []) if want_lp else None
     return {
         "id": cid,
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": c.finish_reason, "logprobs": None}],
+        "choices": [{"index": 0, "message": message, "finish_reason": c.finish_reason, "logprobs": logprobs}],
         "usage": usage(c),
     }
 
@@ -195,20 +199,19 @@ async def completions(req: CompletionRequest, service: Service) -> dict[str, Any
     route = "/v1/completions"
     service.ensure_ready()
     model = service.resolve_model(req.model)
-    if req.n != 1:
-        raise APIError(400, "only n=1 is supported", "unsupported_n")
+    params = completion_sampling(req, service.backend)
     prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
     if len(prompts) != 1:
-        raise APIError(400, "exactly one prompt per request is supported", "unsupported_batch")
+        raise APIError(400, "exactly one prompt per request is supported", "unsupported_batch", param="prompt")
     prompt = prompts[0]
     if not prompt.strip():
         raise APIError(400, "prompt must be a non-empty string", "empty_prompt")
-    params = sampling_from_request(req)
     requested = req.max_tokens if req.max_tokens is not None else 16
     cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     base = {"id": cid, "object": "text_completion", "created": created, "model": model}
     prefix = prompt if req.echo else ""
-    include_usage = bool((req.stream_options or {}).get("include_usage"))
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    want_lp = params.logprobs is not None
     with service.admit() as slot:
         params.max_new_tokens = await service.max_new_tokens(prompt, True, requested)
         if req.stream:
@@ -216,16 +219,26 @@ async def completions(req: CompletionRequest, service: Service) -> dict[str, Any
             async def chunks() -> AsyncIterator[dict[str, Any]]:
                 if prefix:
                     yield {**base, "choices": [{"index": 0, "text": prefix, "finish_reason": None, "logprobs": None}]}
+                offset = 0  # where the next chunk's text starts in the completion (for text_offset)
                 async for d in service.stream(route, model, prompt, params, True):
-                    if d.text or d.done is not None:
+                    if d.text or d.logprobs or d.done is not None:
                         finish = d.done.finish_reason if d.done is not None else None
-                        choice = {"index": 0, "text": d.text, "finish_reason": finish, "logprobs": None}
+                        lps = completion_logprobs(d.logprobs or [], offset) if want_lp else None
+                        offset += sum(len(e.token) for e in d.logprobs or [])
+                        choice = {"index": 0, "text": d.text, "finish_reason": finish, "logprobs": lps}
                         yield {**base, "choices": [choice]}
                     if d.done is not None and include_usage:
                         yield {**base, "choices": [], "usage": usage(d.done)}
 
             return sse(chunks(), slot)
         c = await service.generate(route, model, prompt, params, True)
-    choice = {"index": 0, "text": prefix + c.text, "finish_reason": c.finish_reason, "logprobs": None}
-    return {"id": cid, "object": "text_completion", "created": created, "model": model,
-            "choices": [choice], "usage": usage(c)}
+    logprobs = completion_logprobs(c.logprobs or []) if want_lp else None
+    choice = {"index": 0, "text": prefix + c.text, "finish_reason": c.finish_reason, "logprobs": logprobs}
+    return {
+        "id": cid,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [choice],
+        "usage": usage(c),
+    }

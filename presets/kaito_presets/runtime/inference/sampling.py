@@ -1,4 +1,5 @@
-"""Pure request -> generation translation: ``/chat``'s generate_kwargs, the OpenAI fields, the token budget.
+"""Pure request -> generation translation: ``/chat``'s generate_kwargs and the token budget (the OpenAI
+fields: ``openai_params.py``).
 
 Nothing here touches the model, the network or the event loop; every refusal is an :class:`APIError`.
 """
@@ -10,7 +11,7 @@ from typing import Any
 
 from .base import SamplingParams
 from .errors import APIError
-from .schemas import SEED_MAX, SEED_MIN, ChatRequest, OpenAIRequest
+from .schemas import SEED_MAX, SEED_MIN, ChatRequest
 
 log = logging.getLogger("kaito.inference.server")
 
@@ -21,7 +22,6 @@ __all__ = [
     "opt_float",
     "opt_int",
     "sampling_from_kwargs",
-    "sampling_from_request",
     "token_budget",
 ]
 
@@ -198,20 +198,6 @@ def sampling_from_kwargs(kwargs: dict[str, Any]) -> SamplingParams:
         repetition_penalty=None if rp is None else opt_float(kwargs, "repetition_penalty", 1.0, 1e-6, 100.0),
         stop=[stop] if isinstance(stop, str) else list(stop or []),
         seed=seed,
-    )
-
-
-def sampling_from_request(req: OpenAIRequest) -> SamplingParams:
-    """An OpenAI body's sampling parameters (already range-checked by its model)."""
-    stop = [req.stop] if isinstance(req.stop, str) else [s for s in (req.stop or []) if s]
-    return SamplingParams(
-        max_new_tokens=1,
-        temperature=req.temperature,
-        top_p=req.top_p,
-        top_k=req.top_k,
-        repetition_penalty=req.repetition_penalty,
-        stop=stop,
-        seed=req.seed,
     )
 
 

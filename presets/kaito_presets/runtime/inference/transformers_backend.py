@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import threading
@@ -11,7 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from ..adapters import AdapterSpec, apply_adapters, discover_adapters
-from .base import Backend, BackendError, Completion, Delta, FinishReason, SamplingParams, truncate_at_stop
+from .base import (
+    Backend,
+    BackendError,
+    Completion,
+    Delta,
+    FinishReason,
+    SamplingParams,
+    TokenLogprob,
+    truncate_at_stop,
+)
 from .config import InferenceConfig
 
 log = logging.getLogger("kaito.inference.transformers")
@@ -36,25 +46,90 @@ def resolve_chat_template(value: str | None) -> str | None:
     return Path(value).read_text()
 
 
-class _QueueStreamer:
-    """A transformers streamer that hands new token ids to an asyncio queue (skipping the prompt)."""
+_Item = tuple[list[int], list[TokenLogprob] | None]
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[list[int] | None]) -> None:
-        self._loop, self._queue, self._prompt_seen = loop, queue, False
+
+class _QueueStreamer:
+    """A transformers streamer that hands new token ids to an asyncio queue (skipping the prompt), with their
+    log-probabilities when a :class:`_LogprobRecorder` records them."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        queue: asyncio.Queue[_Item | None],
+        recorder: _LogprobRecorder | None = None,
+    ) -> None:
+        self._loop, self._queue, self._prompt_seen, self.recorder = loop, queue, False, recorder
 
     def put(self, value: Any) -> None:
         if not self._prompt_seen:
             self._prompt_seen = True
             return
         ids = [int(x) for x in value.reshape(-1).tolist()]
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, ids)
+        entries = self.recorder.entries(ids) if self.recorder is not None else None
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, (ids, entries))
 
     def end(self) -> None:
         self._loop.call_soon_threadsafe(self._queue.put_nowait, None)
 
 
+class _LogprobRecorder:
+    """Keeps each step's log-softmax of the model's raw logits (it runs first among the logits processors,
+    before temperature, top-p/top-k, penalties and logit_bias, as vLLM's default ``raw_logprobs``); the
+    streamer pairs each step with the token chosen at it (steps and tokens come in the same order)."""
+
+    def __init__(self, tokenizer: Any, top: int) -> None:
+        self._tokenizer, self._top = tokenizer, top
+        self._steps: collections.deque[Any] = collections.deque()
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        self._steps.append(torch.log_softmax(scores[0].float(), dim=-1))
+        return scores
+
+    def _token(self, token_id: int) -> str:
+        return str(self._tokenizer.decode([token_id], skip_special_tokens=False))
+
+    def entries(self, ids: list[int]) -> list[TokenLogprob]:
+        import torch
+
+        out = []
+        for token_id in ids:
+            row = self._steps.popleft()
+            top: list[tuple[str, float]] = []
+            if self._top:
+                values, indices = torch.topk(row, self._top)
+                top = [(self._token(int(i)), float(v)) for v, i in zip(values.tolist(), indices.tolist(), strict=True)]
+            out.append(TokenLogprob(self._token(token_id), float(row[token_id]), top))
+        return out
+
+
+class _Penalties:
+    """OpenAI's presence and frequency penalties over the tokens generated so far, and ``logit_bias``."""
+
+    def __init__(self, prompt_len: int, params: SamplingParams) -> None:
+        self._prompt_len = prompt_len
+        self._presence, self._frequency = params.presence_penalty, params.frequency_penalty
+        self._bias = params.logit_bias
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        scores = scores.clone()
+        if self._bias:
+            ids = torch.tensor(list(self._bias), device=scores.device)
+            scores[:, ids] += torch.tensor(list(self._bias.values()), device=scores.device, dtype=scores.dtype)
+        generated = input_ids[:, self._prompt_len :]
+        if generated.shape[1] and (self._presence or self._frequency):
+            counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
+            scores -= self._frequency * counts + self._presence * (counts > 0).to(scores.dtype)
+        return scores
+
+
 class TransformersBackend(Backend):
     name = "transformers"
+    honours = frozenset({"logprobs", "presence_penalty", "frequency_penalty", "logit_bias"})
 
     def __init__(self, config: InferenceConfig) -> None:
         self.config = config
@@ -126,7 +201,12 @@ class TransformersBackend(Backend):
         self, ids: list[int], params: SamplingParams, streamer: _QueueStreamer, cancel: threading.Event
     ) -> None:
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers import (
+            LogitsProcessorList,
+            RepetitionPenaltyLogitsProcessor,
+            StoppingCriteria,
+            StoppingCriteriaList,
+        )
 
         class _Cancel(StoppingCriteria):
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
@@ -150,8 +230,18 @@ class TransformersBackend(Backend):
                     kwargs["top_k"] = params.top_k
             else:  # greedy: silence the model's sampling defaults
                 kwargs.update(temperature=None, top_p=None, top_k=None)
+            # Ours run in this order, after the model's own defaults and before temperature / top-p / top-k:
+            # the recorder first (raw logits), then the penalties.
+            processors: list[Any] = []
+            if streamer.recorder is not None:
+                processors.append(streamer.recorder)
             if params.repetition_penalty is not None:
-                kwargs["repetition_penalty"] = params.repetition_penalty
+                kwargs["repetition_penalty"] = 1.0  # the built-in one would run before the recorder
+                processors.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
+            if params.presence_penalty or params.frequency_penalty or params.logit_bias:
+                processors.append(_Penalties(len(ids), params))
+            if processors:
+                kwargs["logits_processor"] = LogitsProcessorList(processors)
             if params.seed is not None:
                 torch.manual_seed(params.seed)
             with torch.inference_mode():
@@ -161,11 +251,40 @@ class TransformersBackend(Backend):
             streamer.end()
             raise
 
+    def _decode(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+
+    def _tokens_in(self, out: list[int], n_chars: int, *, covering: bool) -> int:
+        """How many of ``out``'s tokens make up its first ``n_chars`` characters: with ``covering``, the fewest
+        whose text reaches ``n_chars``; else the most whose text fits in it, less trailing ones without text."""
+        lo, hi = 0, len(out)
+        if covering:  # the smallest k with len(decode(out[:k])) >= n_chars
+            while lo < hi:
+                mid = (lo + hi) // 2
+                lo, hi = (mid + 1, hi) if len(self._decode(out[:mid])) < n_chars else (lo, mid)
+            return lo
+        while lo < hi:  # the largest k with len(decode(out[:k])) <= n_chars
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if len(self._decode(out[:mid])) <= n_chars else (lo, mid - 1)
+        while lo > 0 and len(self._decode(out[: lo - 1])) == len(self._decode(out[:lo])):
+            lo -= 1
+        return lo
+
+    def _check_bias(self, params: SamplingParams) -> None:
+        vocab = int(self.model.get_output_embeddings().weight.shape[0])
+        bad = sorted(t for t in params.logit_bias if t >= vocab)
+        if bad:
+            raise BackendError(
+                f"logit_bias: token ids {bad} are not in this model's vocabulary (size {vocab})", param="logit_bias"
+            )
+
     async def stream(
         self, model: str, prompt: str, params: SamplingParams, *, add_special_tokens: bool
     ) -> AsyncIterator[Delta]:
         if self.model is None:
             raise BackendError("model is not loaded yet", status=503, code="model_loading")
+        if params.logit_bias:
+            self._check_bias(params)
         if self._lock is None:
             self._lock = asyncio.Lock()
         ids = await asyncio.to_thread(self._encode, prompt, add_special_tokens)  # never on the event loop
@@ -174,14 +293,17 @@ class TransformersBackend(Backend):
         gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
         eos_ids |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos])
         holdback = max((len(s) for s in params.stop), default=1) - 1
+        want_lp = params.logprobs is not None
         async with self._lock:
             loop = asyncio.get_running_loop()
-            queue: asyncio.Queue[list[int] | None] = asyncio.Queue()
+            queue: asyncio.Queue[_Item | None] = asyncio.Queue()
             cancel = threading.Event()
-            streamer = _QueueStreamer(loop, queue)
+            recorder = _LogprobRecorder(self.tokenizer, params.logprobs or 0) if want_lp else None
+            streamer = _QueueStreamer(loop, queue, recorder)
             task = loop.run_in_executor(None, self._generate_blocking, ids, params, streamer, cancel)
             out: list[int] = []
-            sent = 0
+            entries: list[TokenLogprob] = []
+            sent = sent_tokens = 0
             stopped = False
             text = ""
             try:
@@ -189,10 +311,11 @@ class TransformersBackend(Backend):
                     item = await queue.get()
                     if item is None:
                         break
-                    out.extend(item)
+                    out.extend(item[0])
+                    entries.extend(item[1] or [])
                     if stopped:
                         continue
-                    text = self.tokenizer.decode(out, skip_special_tokens=True)
+                    text = self._decode(out)
                     text, stopped = truncate_at_stop(text, params.stop)
                     if stopped:
                         cancel.set()
@@ -200,16 +323,25 @@ class TransformersBackend(Backend):
                         continue  # an incomplete multi-byte character: wait for the rest
                     safe = len(text) if stopped else max(sent, len(text) - holdback)
                     if safe > sent:
-                        yield Delta(text[sent:safe])
+                        lps = None
+                        if want_lp:  # the tokens whose text is all sent by now
+                            upto = max(sent_tokens, self._tokens_in(out, safe, covering=False))
+                            lps, sent_tokens = entries[sent_tokens:upto], upto
+                        yield Delta(text[sent:safe], logprobs=lps)
                         sent = safe
                 await task  # re-raise a generation error
             finally:
                 cancel.set()
                 with contextlib.suppress(Exception):
                     await task
-        text = self.tokenizer.decode(out, skip_special_tokens=True)
+        text = self._decode(out)
         text, hit_stop = truncate_at_stop(text, params.stop)
         ended_eos = bool(out) and out[-1] in eos_ids
         finish: FinishReason = "stop" if hit_stop or ended_eos or len(out) < params.max_new_tokens else "length"
         done = Completion(text=text, prompt_tokens=len(ids), completion_tokens=len(out), finish_reason=finish)
-        yield Delta(text[sent:], done=done)
+        last = None
+        if want_lp:  # the tokens of the returned text; those past a stop string, and a final EOS, are not
+            kept = self._tokens_in(out, len(text), covering=True)
+            done.logprobs = entries[:kept]
+            last = entries[sent_tokens : max(kept, sent_tokens)]
+        yield Delta(text[sent:], done=done, logprobs=last)

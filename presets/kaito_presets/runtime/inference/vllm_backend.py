@@ -2,6 +2,7 @@
 
 Each adapter under ``/mnt/adapter/<name>`` becomes its own served model name (a vLLM ``LoRARequest``);
 vLLM does not blend adapters, so strengths do not apply here (a strength of 0 leaves the adapter out).
+Log-probabilities, the presence/frequency penalties and ``logit_bias`` go to vLLM's own ``SamplingParams``.
 Extra engine arguments come from the ``vllm:`` section of the inference ConfigMap.
 
 NOT exercised by the test suite (no GPU in CI); written against vLLM's ``AsyncLLMEngine`` API.
@@ -15,7 +16,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..adapters import AdapterSpec, discover_adapters
-from .base import Backend, BackendError, Completion, Delta, FinishReason, SamplingParams, truncate_at_stop
+from .base import (
+    Backend,
+    BackendError,
+    Completion,
+    Delta,
+    FinishReason,
+    SamplingParams,
+    TokenLogprob,
+    truncate_at_stop,
+)
 from .config import InferenceConfig
 
 log = logging.getLogger("kaito.inference.vllm")
@@ -24,6 +34,7 @@ log = logging.getLogger("kaito.inference.vllm")
 class VLLMBackend(Backend):
     name = "vllm"
     max_pending = 256  # vLLM batches what it is given
+    honours = frozenset({"logprobs", "presence_penalty", "frequency_penalty", "logit_bias"})
 
     def __init__(self, config: InferenceConfig) -> None:
         self.config = config
@@ -95,17 +106,26 @@ class VLLMBackend(Backend):
             repetition_penalty=params.repetition_penalty or 1.0,
             stop=params.stop or None,
             seed=params.seed,
+            presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty,
+            logit_bias=params.logit_bias or None,
+            logprobs=params.logprobs,
         )
         ids = self.tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"]
         request_id = uuid.uuid4().hex
-        sent, final = 0, None
+        sent, sent_lp, final = 0, 0, None
         async for out in self.engine.generate(
             {"prompt_token_ids": ids}, sp, request_id, lora_request=self._lora.get(model)
         ):
             choice = out.outputs[0]
             text = choice.text
             if len(text) > sent:
-                yield Delta(text[sent:])
+                lps = None
+                if params.logprobs is not None:
+                    steps = (choice.logprobs or [])[sent_lp:]  # cumulative outputs: only the new steps
+                    lps = self._logprobs(choice.token_ids[sent_lp:], steps, params.logprobs)
+                    sent_lp += len(lps)
+                yield Delta(text[sent:], logprobs=lps)
                 sent = len(text)
             final = out
         if final is None:
@@ -113,7 +133,27 @@ class VLLMBackend(Backend):
         choice = final.outputs[0]
         text, _ = truncate_at_stop(choice.text, params.stop)
         finish: FinishReason = "length" if choice.finish_reason == "length" else "stop"
-        yield Delta("", done=Completion(text, len(ids), len(choice.token_ids), finish))
+        done = Completion(text, len(ids), len(choice.token_ids), finish)
+        last = None
+        if params.logprobs is not None:
+            done.logprobs = self._logprobs(choice.token_ids, choice.logprobs, params.logprobs)
+            last = done.logprobs[sent_lp:]
+        yield Delta("", done=done, logprobs=last)
+
+    def _logprobs(self, token_ids: Any, steps: Any, top: int) -> list[TokenLogprob]:  # pragma: no cover
+        """vLLM's per-step ``{token_id: Logprob}`` (the chosen token always among them) as ours."""
+
+        def text(tid: int, lp: Any) -> str:
+            return lp.decoded_token if lp.decoded_token is not None else str(self.tokenizer.decode([tid]))
+
+        out = []
+        for token_id, step in zip(token_ids, steps or [], strict=False):
+            ranked = sorted(step.items(), key=lambda kv: kv[1].logprob, reverse=True)[:top]
+            chosen = step[token_id]
+            out.append(
+                TokenLogprob(text(token_id, chosen), chosen.logprob, [(text(t, lp), lp.logprob) for t, lp in ranked])
+            )
+        return out
 
     def close(self) -> None:  # pragma: no cover
         if self.engine is not None and hasattr(self.engine, "shutdown"):
