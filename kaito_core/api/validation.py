@@ -30,8 +30,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from kaito_presets import RUNTIMES, Catalog, GpuSku, ModelPreset, default_catalog, format_quantity
+from kaito_presets import RUNTIME_VLLM, RUNTIMES, Catalog, GpuSku, ModelPreset, default_catalog, format_quantity
 from kaito_presets.egress import address_problem, redact_url
+from kaito_presets.sizing import nodes_needed
 from pydantic import ValidationError
 
 from kaito_core.api.common import LabelSelector
@@ -493,7 +494,10 @@ class _Validator:
         found = self.catalog.find_model(spec.name)
         if found is None:
             close = self.catalog.close_model_names(spec.name)
-            hint = f"did you mean {', '.join(close)}?" if close else "`kaito presets` lists them"
+            # A Hugging Face id the hub could not size: say why (unreachable, gated, no config).
+            why = self.catalog.unresolved_reason(spec.name)
+            hint = (f"did you mean {', '.join(close)}?" if close else
+                    f"{why}" if why else "`kaito presets` lists them, or give a Hugging Face id (org/model)")
             self.error(f"{path}.name", f"unknown preset {spec.name!r}; {hint}", Rule.UNKNOWN_PRESET)
             return None
         options = spec.preset_options
@@ -520,6 +524,9 @@ class _Validator:
             return
         fits = self.catalog.suggest_skus(need_memory, need_gpus, cloud=sku.cloud)
         tries = [alternative] if alternative else []
+        if preset.distributed_inference and what == "inference":
+            # A preset that splits across nodes fits on enough of them: say how many.
+            tries.append(f"resource.count: {nodes_needed(sku, need_memory, need_gpus)}")
         tries += [fits[0].name] if fits else []
         try_text = f"; try {' or '.join(tries)}" if tries else "; no single instance type in the catalog is big enough"
         subject = sku.name if nodes == 1 else f"{nodes} x {sku.name}"
@@ -557,10 +564,28 @@ class _Validator:
             if preset is not None:
                 self.check_fit(preset, preset.inference.gpu_memory, preset.inference.gpu_count, "inference")
         self.check_runtime(preset)
+        if preset is not None and inference.adapters:
+            self.check_adapter_runtime(preset, inference.adapters)
         if inference.template is not None:
             self.check_pod_template(inference.template, "inference.template")
         if inference.adapters:
             self.check_adapters(inference.adapters, has_preset=inference.preset is not None)
+
+    def check_adapter_runtime(self, preset: ModelPreset, adapters: list[AdapterSpec]) -> None:
+        """vLLM serves each adapter as a model of its own at full strength and cannot scale one: refuse a
+        strength other than 1 there, as Kaito does, rather than ignore it (docs/runtimes.md)."""
+        runtime = (self.ws.metadata.annotations or {}).get(ANNOTATION_RUNTIME) or preset.default_runtime
+        if runtime != RUNTIME_VLLM:
+            return
+        for index, adapter in enumerate(adapters):
+            strength = adapter.strength
+            if strength is None or not _DECIMAL.fullmatch(strength) or not 0.0 <= float(strength) < 1.0:
+                continue  # unset, full strength, or not a strength at all (check_strength says so)
+            self.error(f"inference.adapters[{index}].strength",
+                       f"strength {strength!r} cannot be applied under vLLM ({preset.name}'s runtime "
+                       "here): it serves each adapter as its own model at full strength; remove strength "
+                       f"(or set \"1.0\"), or run the transformers runtime (annotation {ANNOTATION_RUNTIME}: "
+                       "transformers) to blend adapters by strength", Rule.ADAPTER_STRENGTH)
 
     def check_adapters(self, adapters: list[AdapterSpec], *, has_preset: bool) -> None:
         if not has_preset:

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
-from kaito_presets import GpuSku, ModelPreset, UnknownPresetError, default_catalog, format_quantity
+from kaito_presets import Catalog, GpuSku, ModelPreset, UnknownPresetError, default_catalog, format_quantity
+from kaito_presets.sizing import smallest_fit
 
 from kaito_core.api import validate_workspace
 
@@ -58,6 +59,15 @@ def _fits(sizes: list[GpuSku], limit: int = 4) -> str:
     return ", ".join(names) + (f" (+{more} more)" if more > 0 else "") if names else "none in the catalog"
 
 
+def _fit_text(catalog: Catalog, preset: ModelPreset, cloud: str) -> str:
+    """The smallest instance type that serves the preset, as "2 x p5.48xlarge" when it takes several nodes."""
+    fit = smallest_fit(catalog, preset, cloud)
+    if fit is None:
+        return "-"
+    sku, nodes = fit
+    return sku.name if nodes == 1 else f"{nodes} x {sku.name}"
+
+
 def _table(rows: list[list[str]], out: TextIO) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -78,7 +88,8 @@ def _describe(preset: ModelPreset, out: TextIO) -> None:
           f"{format_quantity(inference.disk)} disk", file=out)
     for cloud in ("azure", "aws"):
         fits = catalog.suggest_skus(inference.gpu_memory, inference.gpu_count, cloud)
-        print(f"    fits ({cloud}): {_fits(fits, 8)}", file=out)
+        split = "" if fits else f" (split over nodes: {_fit_text(catalog, preset, cloud)})"
+        print(f"    fits ({cloud}): {_fits(fits, 8)}{split}", file=out)
     if preset.tuning is None:
         print("  tuning:          not supported", file=out)
         return
@@ -100,13 +111,10 @@ def _cmd_presets(args: argparse.Namespace) -> int:
         return 0
     rows = [["PRESET", "PARAMS", "CONTEXT", "GPU MEMORY", "RUNTIMES", "TUNING", "GATED", "SMALLEST FIT (AZURE / AWS)"]]
     for preset in sorted(catalog.models, key=lambda p: p.name):
-        need, count = preset.inference.gpu_memory, preset.inference.gpu_count
-        azure = catalog.suggest_skus(need, count, "azure")
-        aws = catalog.suggest_skus(need, count, "aws")
         rows.append([
-            preset.name, preset.parameters, str(preset.context_length), format_quantity(need),
+            preset.name, preset.parameters, str(preset.context_length), format_quantity(preset.inference.gpu_memory),
             ",".join(preset.runtimes), ",".join(preset.tuning_methods) or "-", "yes" if preset.gated else "no",
-            f"{azure[0].name if azure else '-'} / {aws[0].name if aws else '-'}",
+            f"{_fit_text(catalog, preset, 'azure')} / {_fit_text(catalog, preset, 'aws')}",
         ])
     _table(rows, sys.stdout)
     return 0

@@ -15,7 +15,7 @@ import difflib
 import functools
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -33,11 +33,13 @@ __all__ = [
     "WEIGHTS_SOURCES",
     "WEIGHTS_SOURCE_HUGGINGFACE",
     "WEIGHTS_SOURCE_OCI",
+    "Attention",
     "Catalog",
     "CatalogError",
     "GpuSku",
     "InferenceRequirements",
     "ModelPreset",
+    "PresetResolver",
     "TuningSupport",
     "UnknownPresetError",
     "UnknownSkuError",
@@ -158,6 +160,44 @@ class InferenceRequirements(_Data):
     disk: Bytes = Field(description="node disk for the image and the weights (bytes)")
 
 
+class Attention(_Data):
+    """The attention figures that size the KV cache (from the model's ``config.json``).
+
+    Grouped/multi-head attention stores a key and a value per KV head per layer; DeepSeek-style
+    multi-head latent attention (MLA) stores one compressed latent (``kvLoraRank``) plus the rotary
+    key part (``qkRopeHeadDim``) per layer. Either ``kvHeads`` and ``headDim``, or both MLA figures.
+    """
+
+    layers: int = Field(ge=1, description="num_hidden_layers")
+    kv_heads: int | None = Field(default=None, ge=1, description="num_key_value_heads (1 for multi-query)")
+    head_dim: int | None = Field(default=None, ge=1, description="head_dim, else hidden_size / num_attention_heads")
+    kv_lora_rank: int | None = Field(default=None, ge=1, description="MLA: kv_lora_rank")
+    qk_rope_head_dim: int | None = Field(default=None, ge=0, description="MLA: qk_rope_head_dim")
+    kv_cache_dtype_bytes: int = Field(
+        default=2, ge=1, le=4,
+        description="bytes per cached element; vLLM's default KV cache is the model's 16-bit dtype")
+
+    @model_validator(mode="after")
+    def _check(self) -> Attention:
+        mla = self.kv_lora_rank is not None
+        if mla and self.qk_rope_head_dim is None:
+            raise ValueError("kvLoraRank (MLA) needs qkRopeHeadDim too")
+        if not mla and (self.kv_heads is None or self.head_dim is None):
+            raise ValueError("give kvHeads and headDim (or kvLoraRank and qkRopeHeadDim for MLA)")
+        return self
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """KV cache bytes one token takes over all layers: 2 x layers x kvHeads x headDim x dtype bytes,
+        or layers x (kvLoraRank + qkRopeHeadDim) x dtype bytes under MLA (as Kaito's generator counts)."""
+        if self.kv_lora_rank is not None:
+            per_layer = self.kv_lora_rank + (self.qk_rope_head_dim or 0)
+        else:
+            assert self.kv_heads is not None and self.head_dim is not None
+            per_layer = 2 * self.kv_heads * self.head_dim
+        return self.layers * per_layer * self.kv_cache_dtype_bytes
+
+
 class TuningSupport(_Data):
     """Parameter-efficient fine-tuning the preset supports."""
 
@@ -180,7 +220,9 @@ class WeightsDefaults(_Data):
 class ModelPreset(_Data):
     """One model preset: what it is, what it needs, how it runs."""
 
-    name: str = Field(pattern=r"^[a-z0-9]([a-z0-9.\-]*[a-z0-9])?$")
+    # A catalog name ("phi-4"), or a Hugging Face id ("Qwen/Qwen3-8B") for a preset sized from its config.
+    name: str = Field(pattern=r"^([a-z0-9]([a-z0-9.\-]*[a-z0-9])?"
+                              r"|[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*)$")
     family: str
     huggingface_id: str
     revision: str = Field(pattern=r"^[0-9a-f]{40}$",
@@ -197,6 +239,8 @@ class ModelPreset(_Data):
     distributed_inference: bool = Field(
         default=False, description="whether the model can be split across several nodes")
     inference: InferenceRequirements
+    attention: Attention | None = Field(
+        default=None, description="KV cache figures; without them max_model_len is the full context")
     tuning: TuningSupport | None = None
 
     @property
@@ -265,12 +309,22 @@ class _SkuFile(_Data):
 # --- catalog ----------------------------------------------------------------------------------
 
 
-class Catalog:
-    """Model presets and GPU SKUs by name. SKU lookups ignore case; preset lookups too."""
+#: Makes a preset for a name the catalog does not hold (a Hugging Face id); None when it cannot.
+PresetResolver = Callable[[str], "ModelPreset | None"]
 
-    def __init__(self, models: Iterable[ModelPreset], skus: Iterable[GpuSku]):
+
+class Catalog:
+    """Model presets and GPU SKUs by name. SKU lookups ignore case; preset lookups too.
+
+    ``resolver`` (optional) is asked for names of the form ``org/model`` that the catalog does not
+    hold: Kaito accepts any Hugging Face id as a preset name and sizes it from the model's config.
+    """
+
+    def __init__(self, models: Iterable[ModelPreset], skus: Iterable[GpuSku],
+                 resolver: PresetResolver | None = None):
         self._models: dict[str, ModelPreset] = {}
         self._skus: dict[str, GpuSku] = {}
+        self.resolver = resolver
         for model in models:
             key = model.name.lower()
             if key in self._models:
@@ -291,7 +345,12 @@ class Catalog:
         return sorted(m.name for m in self._models.values())
 
     def find_model(self, name: str) -> ModelPreset | None:
-        return self._models.get(name.lower()) if isinstance(name, str) else None
+        if not isinstance(name, str):
+            return None
+        found = self._models.get(name.lower())
+        if found is None and self.resolver is not None and name.count("/") == 1:
+            found = self.resolver(name)
+        return found
 
     def model(self, name: str) -> ModelPreset:
         """The preset called ``name``; :class:`UnknownPresetError` (with close matches) if none."""
@@ -299,6 +358,12 @@ class Catalog:
         if found is None:
             raise UnknownPresetError(name, self.close_model_names(name))
         return found
+
+    def unresolved_reason(self, name: str) -> str | None:
+        """Why the resolver made no preset of ``name`` (None when it did, or has no reason to give)."""
+        reason = getattr(self.resolver, "reason", None)
+        answer = reason(name) if callable(reason) else None
+        return answer if isinstance(answer, str) else None
 
     def close_model_names(self, name: str, n: int = 3) -> list[str]:
         return _close(name, {m.name.lower(): m.name for m in self._models.values()}, n)
@@ -388,13 +453,16 @@ def _load_skus(folder: Traversable | Path) -> list[GpuSku]:
     return _load_entries(folder, _SkuFile, GpuSku, "skus", "cloud")
 
 
-def load_catalog(folder: Path | None = None) -> Catalog:
+def load_catalog(folder: Path | None = None, *, resolver: PresetResolver | None = None) -> Catalog:
     """Load and check a catalog folder (``models/`` and ``skus/``); the packaged one by default."""
     root: Traversable | Path = folder if folder is not None else resources.files("kaito_presets") / "catalog"
-    return Catalog(_load_models(root / "models"), _load_skus(root / "skus"))
+    return Catalog(_load_models(root / "models"), _load_skus(root / "skus"), resolver)
 
 
 @functools.cache
 def default_catalog() -> Catalog:
-    """The packaged catalog, loaded once per process."""
-    return load_catalog()
+    """The packaged catalog, loaded once per process; Hugging Face ids resolve through the hub
+    (``KAITO_HF_ENDPOINT``, see :mod:`kaito_presets.huggingface`)."""
+    from kaito_presets.huggingface import HuggingFaceResolver  # it imports this module
+
+    return load_catalog(resolver=HuggingFaceResolver.from_env())

@@ -17,6 +17,7 @@ from kaito_presets import (
     load_catalog,
     parse_quantity,
 )
+from kaito_presets.sizing import nodes_needed, smallest_fit
 
 GI = 2**30
 
@@ -25,7 +26,13 @@ ISSUE_MODELS = [
     "phi-3-medium-128k-instruct", "phi-3.5-mini-instruct", "phi-4", "phi-4-mini-instruct",
     "mistral-7b", "mistral-7b-instruct", "qwen2.5-coder-7b-instruct", "qwen2.5-coder-32b-instruct",
     "llama-3.1-8b-instruct", "deepseek-r1-distill-qwen-14b", "falcon-7b", "falcon-40b",
+    # issue 19: the rest of Kaito v0.12's catalog
+    "llama-3.3-70b-instruct", "deepseek-r1-0528", "deepseek-v3-0324", "deepseek-r1-distill-llama-8b",
+    "gemma-3-4b-instruct", "gemma-3-27b-instruct", "gpt-oss-20b", "gpt-oss-120b", "ministral-3-3b-instruct",
+    "ministral-3-8b-instruct", "ministral-3-14b-instruct", "mistral-large-3-675b-instruct", "phi-2",
 ]
+#: Gated on Hugging Face: the licence must be accepted and a token given.
+GATED = {"llama-3.1-8b-instruct", "llama-3.3-70b-instruct", "gemma-3-4b-instruct", "gemma-3-27b-instruct"}
 
 AZURE_SKUS = {
     # name: (gpus, gpu model, total GPU memory GiB, vCPUs, quota family)
@@ -66,10 +73,40 @@ def test_every_model_of_the_issue_is_there_with_its_figures() -> None:
             assert set(model.tuning.methods) <= {"lora", "qlora"} and model.tuning.target_modules
 
 
+def test_the_catalog_is_kaitos_thirty_with_kv_figures() -> None:
+    catalog = default_catalog()
+    assert len(catalog.models) == 30 and set(ISSUE_MODELS) <= set(catalog.model_names())
+    for model in catalog.models:
+        assert model.attention is not None, f"{model.name} has no attention figures to size its context by"
+    # Figures from Kaito's catalog and the model configs (the KV bytes Kaito's generator counts).
+    assert catalog.model("phi-2").attention.kv_bytes_per_token == 327680  # type: ignore[union-attr]
+    assert catalog.model("deepseek-v3-0324").attention.kv_bytes_per_token == 61 * (512 + 64) * 2  # type: ignore[union-attr]
+    assert catalog.model("llama-3.3-70b-instruct").attention.kv_bytes_per_token == 2 * 80 * 8 * 128 * 2  # type: ignore[union-attr]
+    assert catalog.model("ministral-3-8b-instruct").runtimes == ("vllm",)
+    assert catalog.model("gpt-oss-20b").weights.source == "oci" and catalog.model("gpt-oss-20b").weights.tag == "0.0.2"
+    assert catalog.model("gpt-oss-120b").weights.source == "huggingface"
+    assert catalog.model("mistral-large-3-675b-instruct").revision == "7f13ed24ab52a2a1c35bb26a749ef9d891ee98dd"
+    assert catalog.model("deepseek-r1-0528").context_length == 163840
+
+
+@pytest.mark.parametrize(("name", "cloud", "sku", "nodes"), [
+    ("llama-3.3-70b-instruct", "azure", "Standard_NC48ads_A100_v4", 1),
+    ("deepseek-r1-0528", "azure", "Standard_ND96isr_H200_v5", 1),
+    ("deepseek-v3-0324", "aws", "p5.48xlarge", 2),
+    ("mistral-large-3-675b-instruct", "aws", "p5.48xlarge", 2),
+    ("phi-3-mini-4k-instruct", "aws", "g5.xlarge", 1),
+])
+def test_smallest_fit_counts_nodes_for_the_presets_that_split(name: str, cloud: str, sku: str, nodes: int) -> None:
+    catalog = default_catalog()
+    fit = smallest_fit(catalog, catalog.model(name), cloud)
+    assert fit is not None and (fit[0].name, fit[1]) == (sku, nodes)
+    llama = catalog.model("llama-3.3-70b-instruct").inference
+    assert nodes_needed(catalog.sku("Standard_NC24ads_A100_v4"), llama.gpu_memory, llama.gpu_count) == 2
+
+
 def test_gated_and_tuning_flags() -> None:
     catalog = default_catalog()
-    assert catalog.model("llama-3.1-8b-instruct").gated
-    assert not any(m.gated for m in catalog.models if m.name != "llama-3.1-8b-instruct")
+    assert {m.name for m in catalog.models if m.gated} == GATED
     assert catalog.model("phi-3-mini-128k-instruct").tuning_methods == ("lora", "qlora")
     assert not catalog.model("falcon-40b").supports_tuning
     assert catalog.model("phi-3-mini-4k-instruct").tuning.target_modules == ("qkv_proj", "o_proj")  # type: ignore[union-attr]

@@ -13,10 +13,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 from typing import Any
 
 import yaml
+from kaito_presets.sizing import GPU_MEMORY_UTILIZATION, max_model_len, nodes_needed
 
 from kaito_core.api import ANNOTATION_ENABLE_LB, ANNOTATION_REVISION, GPU_RESOURCE
 from kaito_core.controllers.workspace import runtime as rt
@@ -46,6 +46,8 @@ __all__ = [
     "inference_service",
     "inference_workload",
     "is_distributed",
+    "nodes_per_replica",
+    "sized_max_model_len",
 ]
 
 CONFIG_HASH_ANNOTATION = "kaito.sh/config-hash"
@@ -53,13 +55,29 @@ _CONFIG_VOLUME = "config-volume"
 _SHM_VOLUME = "dshm"
 
 
+def nodes_per_replica(ctx: BuildContext) -> int:
+    """Nodes of the Workspace's instance type one copy of the preset needs (1 without a SKU)."""
+    if ctx.preset is None or ctx.sku is None:
+        return 1
+    return nodes_needed(ctx.sku, ctx.preset.inference.gpu_memory, ctx.preset.inference.gpu_count)
+
+
 def is_distributed(ctx: BuildContext) -> bool:
     """The preset needs more than one node per replica: a StatefulSet with torchrun ranks."""
-    if ctx.preset is None or ctx.sku is None or ctx.ws.inference is None or ctx.ws.inference.template:
+    if ctx.ws.inference is None or ctx.ws.inference.template:
         return False
-    per_replica = max(math.ceil(ctx.preset.inference.gpu_memory / ctx.sku.gpu_memory),
-                      math.ceil(ctx.preset.inference.gpu_count / ctx.sku.gpu_count))
-    return per_replica > 1
+    return nodes_per_replica(ctx) > 1
+
+
+def sized_max_model_len(ctx: BuildContext) -> int:
+    """The context the KV cache fits in on the GPUs one replica spans (kaito_presets.sizing), capped
+    at the model's. Sized by the nodes a replica needs, not those that exist yet, so the ConfigMap
+    does not change (and roll the pods) while nodes come up. The full context without a SKU."""
+    assert ctx.preset is not None
+    if ctx.sku is None:
+        return ctx.preset.context_length
+    return max_model_len(ctx.preset, gpu_memory_per_gpu=ctx.sku.gpu_memory_per_gpu,
+                         gpus=ctx.sku.gpu_count * nodes_per_replica(ctx))
 
 
 def inference_config_name(ctx: BuildContext) -> str:
@@ -71,18 +89,22 @@ def inference_config_name(ctx: BuildContext) -> str:
 def default_inference_config(ctx: BuildContext) -> dict[str, Any]:
     """The default ``inference_config.yaml`` (kaito_presets.runtime.inference.config) from the preset."""
     assert ctx.preset is not None
+    context = sized_max_model_len(ctx)
     config: dict[str, Any] = {
         "model": rt.MODEL_DIR,
         "served_model_name": ctx.preset.name,
         "backend": ctx.runtime,
         "dtype": "auto",
-        "max_model_len": ctx.preset.context_length,
+        "max_model_len": context,
         "max_new_tokens": 256,
         "max_new_tokens_limit": 4096,
         "adapters_dir": rt.ADAPTERS_DIR,
         "port": rt.INFERENCE_PORT,
         "transformers": {"device_map": "auto", "combination_type": "cat"},
-        "vllm": {"gpu-memory-utilization": 0.9, "tensor-parallel-size": ctx.gpus_per_node},
+        # vLLM's engine arguments: max-model-len is what keeps it from reserving a KV cache for the
+        # model's full context on a GPU too small for it (the pod would fail at start).
+        "vllm": {"gpu-memory-utilization": GPU_MEMORY_UTILIZATION, "tensor-parallel-size": ctx.gpus_per_node,
+                 "max-model-len": context},
     }
     if ctx.ws.inference is not None and ctx.ws.inference.adapters:
         config["vllm"]["enable-lora"] = True
