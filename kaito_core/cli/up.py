@@ -21,14 +21,18 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kaito_core.api.crd import all_crds
-from kaito_core.cli.realnodes import SYSTEM_NODE, RealNodeStack
 from kaito_core.engine import configure_logging
 from kaito_core.engine.settings import ManagerSettings
 from kaito_core.manager import Operator, OperatorSettings, WebhookSettings
-from kaito_core.testing import ControlPlane, ControlPlaneMode, ToolchainMissingError, gpu_node_manifest
+
+if TYPE_CHECKING:
+    # Imported where used: `kaito controller` shares this CLI, and its process must not carry the
+    # local control plane's toolkit (which brings the whole generated Kubernetes client).
+    from kaito_core.cli.realnodes import RealNodeStack
+    from kaito_core.testing import ControlPlane
 
 __all__ = ["add_parser"]
 
@@ -47,6 +51,8 @@ def _default_state_dir() -> Path:
 
 def _prepare_cluster(plane: ControlPlane, args: argparse.Namespace) -> None:
     """CRDs, the operator's namespace, and any pre-made GPU nodes."""
+    from kaito_core.testing import gpu_node_manifest
+
     for crd in all_crds():
         plane.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(crd))
     plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
@@ -124,6 +130,9 @@ async def _operate(plane: ControlPlane, args: argparse.Namespace, stack: RealNod
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
+    from kaito_core.cli.realnodes import SYSTEM_NODE, RealNodeStack
+    from kaito_core.testing import ControlPlane, ControlPlaneMode, ToolchainMissingError
+
     workdir: Path = args.state_dir
     # A fresh cluster each time: stale etcd data from a killed run is worth nothing.
     shutil.rmtree(workdir, ignore_errors=True)

@@ -99,6 +99,7 @@ from kaito_core.engine.resources import (
 )
 from kaito_core.engine.settings import LeaderElectionSettings, ManagerSettings
 from kaito_core.engine.store import Store
+from kaito_core.engine.transforms import keep_fields
 from kaito_core.engine.transport import ApiClientTransport, RawResponse, StreamResponse, Transport
 
 __all__ = [
@@ -196,6 +197,7 @@ __all__ = [
     "error_from_response",
     "generation_changed",
     "get_logger",
+    "keep_fields",
     "kind_of",
     "label_index",
     "labels_changed",

@@ -15,6 +15,7 @@ from kaito_core.engine.client import Client
 from kaito_core.engine.indexers import IndexFunc
 from kaito_core.engine.informer import Informer
 from kaito_core.engine.resources import ResourceKind
+from kaito_core.engine.transforms import Transform, strip_managed_fields
 
 __all__ = ["CacheNotWatchingError", "InformerKey", "SharedCache"]
 
@@ -29,16 +30,20 @@ class SharedCache:
     """Creates, shares, starts and stops informers; answers reads from their stores.
 
     ``namespace`` limits every informer to one namespace; ``selectors`` gives a
-    kind a label selector (cache only what you own, e.g. ``{POD: "app=x"}``).
+    kind a label selector (cache only what you own, e.g. ``{POD: "app=x"}``);
+    ``transforms`` gives a kind what its objects are reduced to before they are stored
+    (:func:`~kaito_core.engine.transforms.keep_fields`; the default drops only managedFields).
     """
 
     def __init__(self, client: Client, *, namespace: str | None = None, resync_period: float | None = None,
-                 selectors: Mapping[ResourceKind, str] | None = None, page_size: int = 500):
+                 selectors: Mapping[ResourceKind, str] | None = None, page_size: int = 500,
+                 transforms: Mapping[ResourceKind, Transform] | None = None):
         self.client = client
         self.namespace = namespace
         self.resync_period = resync_period
         self.selectors = dict(selectors or {})
         self.page_size = page_size
+        self._transforms: dict[ResourceKind, Transform] = dict(transforms or {})
         self._informers: dict[InformerKey, Informer] = {}
         self._primary: dict[ResourceKind, Informer] = {}
         self._started = False
@@ -53,13 +58,38 @@ class SharedCache:
         if informer is None:
             informer = Informer(self.client, kind, namespace=namespace, label_selector=label_selector,
                                 field_selector=field_selector, resync_period=self.resync_period,
-                                page_size=self.page_size)
+                                page_size=self.page_size, transform=self.transform_for(kind))
             self._informers[key] = informer
             # The first informer of a kind answers cache reads for that kind.
             self._primary.setdefault(kind, informer)
             if self._started:
                 informer.start()
         return informer
+
+    def transform_for(self, kind: ResourceKind) -> Transform:
+        return self._transforms.get(kind, strip_managed_fields)
+
+    def set_transform(self, kind: ResourceKind, transform: Transform) -> None:
+        """Reduce every cached ``kind`` object with ``transform`` (before the cache starts).
+
+        One transform per kind: what it drops is gone for every reader, so it declares the union of
+        what they read. Setting the same one again is a no-op (each controller that reads the kind
+        may declare it); a different one, or one after the kind's informer started, is refused.
+        """
+        current = self._transforms.get(kind)
+        if current is transform:
+            return
+        if current is not None:
+            raise ValueError(f"the cache of {kind} already keeps {getattr(current, '__name__', current)}; "
+                             "declare one transform per kind with the union of the fields its readers read")
+        started = [i for i in self._informers.values() if i.kind == kind and (i.running or i.has_synced)]
+        if started:
+            raise RuntimeError(f"the cache of {kind} is already filled; set its transform before the "
+                               "manager (or the cache) starts")
+        self._transforms[kind] = transform
+        for informer in self._informers.values():
+            if informer.kind == kind:
+                informer.transform = transform
 
     def add_index(self, kind: ResourceKind, name: str, func: IndexFunc) -> None:
         """Add a custom index on a kind (its informer is created if needed)."""

@@ -24,20 +24,11 @@ from kaito_core.engine.errors import APIError, GoneError, error_from_response
 from kaito_core.engine.indexers import IndexFunc
 from kaito_core.engine.resources import ResourceKind, object_key
 from kaito_core.engine.store import Store
+from kaito_core.engine.transforms import Transform, strip_managed_fields
 
 __all__ = ["EventHandler", "FuncHandler", "Informer", "strip_managed_fields"]
 
 log = structlog.get_logger("kaito_core.engine.informer")
-
-Transform = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-def strip_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
-    """Drop ``metadata.managedFields``: often half an object's size, and no reconciler reads it."""
-    meta = obj.get("metadata")
-    if meta is not None:
-        meta.pop("managedFields", None)
-    return obj
 
 
 class EventHandler(Protocol):

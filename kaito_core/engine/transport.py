@@ -4,7 +4,8 @@ A transport sends one request and answers status, headers and bytes; it never
 interprets Kubernetes semantics (errors, retries: the client does that). The
 default one rides on the aiohttp session a ``kubernetes_asyncio`` ApiClient
 already holds, so TLS, client certificates and bearer tokens come from the
-usual kubeconfig loading, while we skip the generated models entirely.
+usual kubeconfig loading (:mod:`kaito_core.engine.kubeconfig`), while we skip the generated API
+and models entirely, at import too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from kaito_core.engine.errors import APIConnectionError, RequestTimeoutError
+from kaito_core.engine.kubeconfig import load_configuration, new_api_client
 
 __all__ = ["ApiClientTransport", "RawResponse", "StreamResponse", "Transport"]
 
@@ -145,18 +147,8 @@ class ApiClientTransport:
     async def from_kubeconfig(cls, path: str | Path | None = None, *, context: str | None = None,
                               pool_size: int = 64) -> ApiClientTransport:
         """Load a kubeconfig (or the in-cluster service account when there is none)."""
-        from kubernetes_asyncio import client, config
-
-        configuration = client.Configuration()
-        configuration.connection_pool_maxsize = pool_size
-        try:
-            await config.load_kube_config(config_file=str(path) if path else None, context=context,
-                                          client_configuration=configuration)
-        except config.ConfigException:
-            if path is not None:
-                raise
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        return cls(client.ApiClient(configuration), owns_client=True)
+        configuration = await load_configuration(path, context=context, pool_size=pool_size)
+        return cls(new_api_client(configuration), owns_client=True)
 
     @property
     def session(self) -> aiohttp.ClientSession:

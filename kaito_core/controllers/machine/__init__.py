@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 
+from kaito_core.controllers.cached_fields import keep_read_fields
 from kaito_core.controllers.machine.gc import MachineGarbageCollector, machine_for_ref
 from kaito_core.controllers.machine.liveness import ANNOTATION_ATTEMPT, ANNOTATION_ATTEMPT_STARTED
 from kaito_core.controllers.machine.reconciler import MachineReconciler
@@ -91,6 +92,7 @@ def add_machine_controller(manager: Manager, provisioner: Provisioner,
     ctx = context or ProvisionerContext(client=manager.client, logger=get_logger(f"kaito.provisioner.{name}"),
                                         namespace=namespace, install=install)
     handle = ProvisionerHandle(provisioner, ctx, started=started)
+    keep_read_fields(manager.cache)
     reconciler = MachineReconciler(manager.client, manager.cache, handle, settings, recorder=manager.recorder)
     # One informer for Machines, shared with the Workspace controller; the selector filters events
     # (a second, selected informer would race the shared one the reconciler reads from).

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kaito_core.api import LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
+from kaito_core.controllers.cached_fields import keep_read_fields
 from kaito_core.controllers.workspace.kinds import CONTROLLERREVISION, MACHINE, WORKSPACE
 from kaito_core.controllers.workspace.nodes import matches_selector
 from kaito_core.controllers.workspace.reconciler import WorkspaceReconciler
@@ -135,6 +136,7 @@ def workspace_controller(manager: Manager, settings: WorkspaceSettings | None = 
     """The Workspace Controller, built (not yet added to the manager)."""
     settings = settings or WorkspaceSettings()
     cache = manager.cache
+    keep_read_fields(cache)
     cache.add_index(WORKSPACE, INDEX_WORKSPACE_SELECTOR, workspace_selector_index)
     cache.add_index(WORKSPACE, INDEX_WORKSPACE_CONFIG, workspace_config_index)
     reconciler = WorkspaceReconciler(manager.client, cache, manager.recorder, settings, provisioner=provisioner,
