@@ -39,6 +39,7 @@ from kaito_core.api.conditions import (
     set_condition,
 )
 from kaito_core.api.constants import (
+    ANNOTATION_API_KEY_SECRET,
     ANNOTATION_BYPASS_RESOURCE_CHECKS,
     ANNOTATION_ENABLE_LB,
     ANNOTATION_NODE_IMAGE_FAMILY,
@@ -120,6 +121,7 @@ from kaito_core.api.workspace import (
 )
 
 __all__ = [
+    "ANNOTATION_API_KEY_SECRET",
     "ANNOTATION_BYPASS_RESOURCE_CHECKS",
     "ANNOTATION_ENABLE_LB",
     "ANNOTATION_MODEL_WEIGHTS",

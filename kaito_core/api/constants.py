@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "ANNOTATION_API_KEY_SECRET",
     "ANNOTATION_BYPASS_RESOURCE_CHECKS",
     "ANNOTATION_ENABLE_LB",
     "ANNOTATION_NODE_IMAGE_FAMILY",
@@ -88,6 +89,10 @@ MACHINE_FINALIZER: Final = "machine.finalizer.kaito.sh"
 ANNOTATION_RUNTIME: Final = f"{GROUP}/runtime"
 #: On a Workspace: "true" exposes the inference Service through a LoadBalancer (for testing).
 ANNOTATION_ENABLE_LB: Final = f"{GROUP}/enablelb"
+#: On a Workspace: the Secret (in its namespace, key ``api-key``) holding the bearer token clients
+#: of the inference server must send; ``none`` serves without one. Unset with ``enablelb``: the
+#: operator makes ``<workspace>-api-key`` (a public endpoint never starts open).
+ANNOTATION_API_KEY_SECRET: Final = f"{GROUP}/api-key-secret"
 #: On a Workspace and its children: the revision of the spec they were made from.
 ANNOTATION_REVISION: Final = f"{GROUP}/revision"
 #: On a Workspace or Machine: the node image family the provisioner should use (e.g. Ubuntu, AzureLinux).

@@ -60,6 +60,7 @@ class Rule:
     INVALID_LABEL_SELECTOR: Final = "InvalidLabelSelector"  # keys/values the apiserver would refuse
     TUNING_MULTI_NODE: Final = "TuningMultiNode"  # resource.count above 1 with tuning (Kaito's rule)
     UNKNOWN_NODE_IMAGE_FAMILY: Final = "UnknownNodeImageFamily"  # kaito.sh/node-image-family off the list
+    INVALID_API_KEY_SECRET: Final = "InvalidApiKeySecret"  # kaito.sh/api-key-secret not a Secret name or "none"
     INVALID_CONFIG: Final = "InvalidConfig"  # an inference.config / tuning.config ConfigMap's contents
 
 

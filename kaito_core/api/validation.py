@@ -37,6 +37,7 @@ from pydantic import ValidationError
 
 from kaito_core.api.common import LabelSelector
 from kaito_core.api.constants import (
+    ANNOTATION_API_KEY_SECRET,
     ANNOTATION_BYPASS_RESOURCE_CHECKS,
     ANNOTATION_NODE_IMAGE_FAMILY,
     ANNOTATION_RUNTIME,
@@ -252,7 +253,18 @@ class _Validator:
             self.check_tuning(ws.tuning)
         self.check_weights()
         self.check_node_image_family()
+        self.check_api_key_secret()
         return self.errors
+
+    def check_api_key_secret(self) -> None:
+        value = (self.ws.metadata.annotations or {}).get(ANNOTATION_API_KEY_SECRET)
+        if value is None or value.strip().lower() == "none":
+            return
+        if not (0 < len(value) <= 253 and _DNS_SUBDOMAIN.fullmatch(value)):
+            self.error(f"metadata.annotations[{ANNOTATION_API_KEY_SECRET}]",
+                       f"{value!r} is not a Secret name; name a Secret in this namespace whose key \"api-key\" "
+                       "holds the bearer token (kubectl create secret generic NAME --from-literal=api-key=TOKEN), "
+                       "or \"none\" to serve without authentication", Rule.INVALID_API_KEY_SECRET)
 
     def check_node_image_family(self) -> None:
         value = (self.ws.metadata.annotations or {}).get(ANNOTATION_NODE_IMAGE_FAMILY)

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from kaito_presets.sizing import GPU_MEMORY_UTILIZATION, max_model_len, nodes_needed
 
-from kaito_core.api import ANNOTATION_ENABLE_LB, ANNOTATION_REVISION, GPU_RESOURCE
+from kaito_core.api import ANNOTATION_REVISION, GPU_RESOURCE
 from kaito_core.controllers.workspace import runtime as rt
 from kaito_core.controllers.workspace.adapters import (
     adapter_env,
@@ -26,6 +26,7 @@ from kaito_core.controllers.workspace.adapters import (
     adapter_mounts,
     adapter_volumes,
 )
+from kaito_core.controllers.workspace.auth import api_key_env, load_balanced
 from kaito_core.controllers.workspace.context import BuildContext, gpu_tolerations, placement_affinity
 from kaito_core.controllers.workspace.naming import config_map_name, headless_service_name
 from kaito_core.controllers.workspace.security import restricted
@@ -140,6 +141,7 @@ def _env(ctx: BuildContext, distributed: bool) -> list[dict[str, Any]]:
     env += offline_env()
     assert ctx.ws.inference is not None
     env += adapter_env(ctx.ws.inference.adapters)
+    env += api_key_env(ctx.ws)
     return env
 
 
@@ -265,7 +267,7 @@ def inference_workload(ctx: BuildContext, *, config_data: dict[str, Any] | None 
 
 def inference_service(ctx: BuildContext) -> dict[str, Any]:
     """The Service named after the Workspace: 80 -> the server, 29500 -> torch."""
-    lb = ctx.ws.annotations.get(ANNOTATION_ENABLE_LB, "").lower() == "true"
+    lb = load_balanced(ctx.ws)
     selector = dict(ctx.selector_labels)
     if is_distributed(ctx):
         selector["statefulset.kubernetes.io/pod-name"] = f"{ctx.name}-0"

@@ -36,10 +36,13 @@ from kaito_core.api import (
     parse_workspace,
     validate_workspace,
 )
+from kaito_core.api.configmaps import describe_config_errors, validate_inference_config, validate_tuning_config
+from kaito_core.controllers.workspace.auth import generated_api_key_secret
 from kaito_core.controllers.workspace.context import BuildContext
 from kaito_core.controllers.workspace.inference import (
+    default_inference_config_data,
     headless_service,
-    inference_config_map,
+    inference_config_name,
     inference_service,
     inference_workload,
     is_distributed,
@@ -81,6 +84,7 @@ from kaito_core.engine import (
     NODE,
     PERSISTENTVOLUMECLAIM,
     POD,
+    SECRET,
     SERVICE,
     STATEFULSET,
     AlreadyExistsError,
@@ -352,6 +356,19 @@ class WorkspaceReconciler:
             return cached
         return await self.client.apply(desired, kind=kind, force=True)
 
+    async def _ensure_api_key_secret(self, ctx: BuildContext) -> None:
+        """The token Secret of a LoadBalancer Workspace that named none: created once, before the
+        Service turns public, and never rewritten (its clients keep the token). One write, only
+        while the Service is not yet a LoadBalancer; a Secret of that name already there is used."""
+        secret = generated_api_key_secret(ctx)
+        if secret is None:
+            return
+        service = self.cache.get(SERVICE, ctx.namespace, ctx.name, copy=False)
+        if service is not None and (service.get("spec") or {}).get("type") == "LoadBalancer":
+            return
+        with contextlib.suppress(AlreadyExistsError):
+            await self.client.create(secret, kind=SECRET)
+
     async def _ensure_weights_claim(self, ctx: BuildContext) -> None:
         claim = weights_cache_claim(ctx)
         if claim is not None:
@@ -391,6 +408,7 @@ class WorkspaceReconciler:
         await self._ensure_weights_claim(ctx)
         await self._delete_owned(other, ctx.namespace, ctx.name, ws.metadata.uid)
         workload = await self._ensure(inference_workload(ctx, config_data=config_data), kind)
+        await self._ensure_api_key_secret(ctx)
         await self._ensure(inference_service(ctx), SERVICE)
         if distributed:
             await self._ensure(headless_service(ctx), SERVICE)

@@ -12,6 +12,7 @@ from typing import Final
 __all__ = [
     "ADAPTERS_DIR",
     "ADAPTER_STRENGTHS_ENV",
+    "API_KEY_ENV",
     "CONFIG_DIR",
     "DATA_DIR",
     "DOWNLOAD_MODULE",
@@ -76,6 +77,8 @@ TUNING_CONFIG_PATH: Final = f"{CONFIG_DIR}/{TUNING_CONFIG_KEY}"
 ADAPTERS_DIR: Final = "/mnt/adapter"
 #: JSON object {name: strength}; the runtime also reads one env var named after each adapter.
 ADAPTER_STRENGTHS_ENV: Final = "KAITO_ADAPTER_STRENGTHS"
+#: The bearer token the inference server requires (InferenceConfig's API_KEY_ENV), from a Secret.
+API_KEY_ENV: Final = "KAITO_API_KEY"
 SHM_DIR: Final = "/dev/shm"
 #: Tuning data in, results out; the trainer writes the completion marker into the results.
 DATA_DIR: Final = "/mnt/data"
