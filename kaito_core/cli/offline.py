@@ -12,7 +12,8 @@ import yaml
 from kaito_presets import Catalog, GpuSku, ModelPreset, UnknownPresetError, default_catalog, format_quantity
 from kaito_presets.sizing import smallest_fit
 
-from kaito_core.api import validate_workspace
+from kaito_core.api import FieldError, parse_workspace, validate_workspace
+from kaito_core.api.configmaps import validate_inference_config, validate_tuning_config
 
 __all__ = ["add_parsers", "validate_files"]
 
@@ -24,23 +25,45 @@ def _documents(path: str) -> Iterator[tuple[str, Any]]:
             yield f"{'<stdin>' if path == '-' else path}#{index}", doc
 
 
+def _config_errors(doc: Any, config_maps: dict[str, Any]) -> list[FieldError]:
+    """The contents of the ConfigMaps the Workspace names, when the files hold them (by name)."""
+    ws, _ = parse_workspace(doc)
+    if ws is None:
+        return []
+    errors: list[FieldError] = []
+    if ws.inference is not None and ws.inference.config in config_maps:
+        preset = default_catalog().find_model(ws.inference.preset.name) if ws.inference.preset else None
+        errors += validate_inference_config(config_maps[ws.inference.config].get("data"), name=ws.inference.config,
+                                            preset=preset)
+    if ws.tuning is not None and ws.tuning.config in config_maps:
+        errors += validate_tuning_config(config_maps[ws.tuning.config].get("data"), name=ws.tuning.config,
+                                         method=ws.tuning.method)
+    return errors
+
+
 def validate_files(paths: Iterable[str], out: TextIO = sys.stdout) -> int:
-    """Validate every Workspace in the files; print one line per problem. Returns the exit code."""
+    """Validate every Workspace in the files, and the contents of the ConfigMaps they name that the files
+    hold too (``inference.config`` / ``tuning.config``); print one line per problem. Returns the exit code."""
     failures = 0
     checked = 0
+    loaded: list[tuple[str, list[tuple[str, Any]]]] = []
     for path in paths:
         try:
-            docs = list(_documents(path))
+            loaded.append((path, list(_documents(path))))
         except (OSError, yaml.YAMLError) as exc:
             print(f"{path}: cannot read: {exc}", file=out)
             failures += 1
-            continue
+    config_maps = {str(doc["metadata"]["name"]): doc for _, docs in loaded for _, doc in docs
+                   if isinstance(doc, dict) and doc.get("kind") == "ConfigMap"
+                   and isinstance(doc.get("metadata"), dict) and doc["metadata"].get("name")}
+    for _path, docs in loaded:
         for where, doc in docs:
             if not isinstance(doc, dict) or doc.get("kind") != "Workspace":
                 continue
             checked += 1
             name = (doc.get("metadata") or {}).get("name", "?") if isinstance(doc.get("metadata"), dict) else "?"
             errors = validate_workspace(doc)
+            errors = errors or _config_errors(doc, config_maps)
             if not errors:
                 print(f"{where} workspace/{name}: valid", file=out)
                 continue
