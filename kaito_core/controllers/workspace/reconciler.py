@@ -36,6 +36,7 @@ from kaito_core.api import (
     parse_workspace,
     validate_workspace,
 )
+from kaito_core.api.configmaps import describe_config_errors, validate_inference_config, validate_tuning_config
 from kaito_core.controllers.workspace.auth import generated_api_key_secret
 from kaito_core.controllers.workspace.context import BuildContext
 from kaito_core.controllers.workspace.inference import (
@@ -399,6 +400,10 @@ class WorkspaceReconciler:
                         f"ConfigMap {ws.inference.config} (inference.config) not found in namespace "
                         f"{ctx.namespace}; create it or remove inference.config to use the preset's defaults"))
                 config_data = dict(user.get("data") or {})
+                problems = validate_inference_config(config_data, name=ws.inference.config, preset=ctx.preset)
+                if problems:
+                    return inference_check(existing, self._pods(ctx), blocked=describe_config_errors(
+                        ws.inference.config, "inference.config", problems))
             else:
                 config = inference_config_map(ctx)
                 await self._ensure(config, CONFIGMAP)
@@ -437,6 +442,11 @@ class WorkspaceReconciler:
                     return job_checks(None, [], blocked=(
                         f"ConfigMap {ws.tuning.config} (tuning.config) not found in namespace {ctx.namespace}; "
                         "create it or remove tuning.config to use the method's default template"))
+                user = self.cache.get(CONFIGMAP, ctx.namespace, ws.tuning.config) or {}
+                problems = validate_tuning_config(user.get("data"), name=ws.tuning.config, method=ws.tuning.method)
+                if problems:
+                    return job_checks(None, [], blocked=describe_config_errors(
+                        ws.tuning.config, "tuning.config", problems))
             else:
                 await self._ensure(tuning_config_map(ctx), CONFIGMAP)
             await self._ensure_weights_claim(ctx)
