@@ -10,8 +10,9 @@ resolver asks the hub (``base_url``, ``https://huggingface.co`` unless ``KAITO_H
 
 Without safetensors metadata the parameters are counted from the config (embeddings, attention and
 MLP of each layer). The weights then come from the hub at that commit; serving runs under vLLM, on
-as many nodes as the memory needs (as Kaito's generated presets do). Answers (and failures) are
-cached per id, so the reconciler asks the hub once per model and process.
+as many nodes as the memory needs (as Kaito's generated presets do). A preset is cached per id for the
+life of the process (it is pinned to a commit); a failure for ``retry_seconds`` only, so a hub that
+was down, or a token added later, is asked again.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import math
 import os
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -129,14 +131,17 @@ def preset_from_config(hf_id: str, config: Mapping[str, Any], *, revision: str,
 class HuggingFaceResolver:
     """Resolves ``org/model`` to a sized preset through the hub at ``base_url`` (cached per id)."""
 
-    def __init__(self, base_url: str = DEFAULT_HF_ENDPOINT, *, token: str | None = None, timeout: float = 10.0):
+    def __init__(self, base_url: str = DEFAULT_HF_ENDPOINT, *, token: str | None = None, timeout: float = 10.0,
+                 retry_seconds: float = 60.0):
         if urllib.parse.urlsplit(base_url).scheme not in ("http", "https"):
             raise ValueError(f"Hugging Face endpoint {base_url!r} is not an http(s) URL; "
                              "set KAITO_HF_ENDPOINT like https://huggingface.co")
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.retry_seconds = retry_seconds
         self._cache: dict[str, ModelPreset | str] = {}
+        self._failed_at: dict[str, float] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -156,8 +161,12 @@ class HuggingFaceResolver:
     def resolve(self, hf_id: str) -> ModelPreset | str:
         """The preset, or a sentence saying why there is none."""
         with self._lock:
-            if hf_id not in self._cache:
-                self._cache[hf_id] = self._resolve(hf_id)
+            stale = time.monotonic() - self._failed_at.get(hf_id, math.inf) > self.retry_seconds
+            if hf_id not in self._cache or stale:
+                found = self._cache[hf_id] = self._resolve(hf_id)
+                self._failed_at.pop(hf_id, None)
+                if isinstance(found, str):
+                    self._failed_at[hf_id] = time.monotonic()
             return self._cache[hf_id]
 
     def _resolve(self, hf_id: str) -> ModelPreset | str:

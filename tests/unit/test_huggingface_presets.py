@@ -150,3 +150,18 @@ def test_preset_from_config_reads_multimodal_and_mla_configs() -> None:
         "hidden_size": 7168, "num_hidden_layers": 61, "num_attention_heads": 128, "kv_lora_rank": 512,
         "qk_rope_head_dim": 64, "max_position_embeddings": 163840}, revision=SHA)
     assert deepseek.attention is not None and deepseek.attention.kv_bytes_per_token == 61 * 576 * 2
+
+
+def test_a_failure_is_asked_again_later_a_preset_never(hub: str) -> None:
+    waits = HuggingFaceResolver(hub, retry_seconds=3600)
+    retries = HuggingFaceResolver(hub, retry_seconds=0)
+    assert waits("acme/later") is None and retries("acme/later") is None
+    MODELS["acme/later"] = MODELS["Qwen/Qwen3-8B"]  # published since
+    try:
+        assert waits("acme/later") is None and "404" in (waits.reason("acme/later") or "")
+        later = retries("acme/later")
+        assert later is not None and later.revision == SHA and retries.reason("acme/later") is None
+        asked = len(_Hub.requests)
+        assert retries("acme/later") is later and len(_Hub.requests) == asked
+    finally:
+        del MODELS["acme/later"]
