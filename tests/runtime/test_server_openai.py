@@ -136,6 +136,30 @@ def test_streamed_logprobs_equal_the_whole_answers(client: Any) -> None:
     assert tokens == text.logprobs.tokens and offsets == text.logprobs.text_offset
 
 
+def test_logprobs_stop_with_the_text_at_a_stop_string(client: Any) -> None:
+    """The tokens past a stop string are not in the answer, so their log-probabilities are not either."""
+    kw: dict[str, Any] = {"model": MODEL, "prompt": PROMPT, "max_tokens": 10, "temperature": 0, "logprobs": 1}
+    full = client.completions.create(**kw).choices[0].logprobs
+    # A stop string that is a whole token's text, seen first at token k: the answer ends before token k.
+    k = next(
+        i
+        for i in range(1, len(full.tokens))
+        if full.tokens[i].strip() and full.tokens[i] not in "".join(full.tokens[:i])
+    )
+    for stream in (False, True):
+        if stream:
+            tokens: list[str] = []
+            text = ""
+            for chunk in client.completions.create(stop=[full.tokens[k]], stream=True, **kw):
+                text += chunk.choices[0].text
+                tokens.extend(chunk.choices[0].logprobs.tokens if chunk.choices[0].logprobs else [])
+        else:
+            choice = client.completions.create(stop=[full.tokens[k]], **kw).choices[0]
+            text, tokens = choice.text, choice.logprobs.tokens
+        assert text == "".join(full.tokens[:k])
+        assert tokens == full.tokens[:k]
+
+
 # ------------------------------------------------------------------------- penalties and logit_bias
 
 
