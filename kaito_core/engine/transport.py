@@ -22,7 +22,7 @@ import aiohttp
 from kaito_core.engine.errors import APIConnectionError, RequestTimeoutError
 from kaito_core.engine.kubeconfig import load_configuration, new_api_client
 
-__all__ = ["ApiClientTransport", "RawResponse", "StreamResponse", "Transport"]
+__all__ = ["ApiClientTransport", "RawResponse", "SendGate", "StreamResponse", "Transport", "send_gate_tracing"]
 
 Query = Sequence[tuple[str, str]]
 
@@ -98,11 +98,15 @@ class _AiohttpStream:
             yield buffer
 
 
-class _SendGate:
+class SendGate:
     """One request's ``before_send``, run from aiohttp's trace hooks right before the headers and
     each body chunk are written, with nothing awaited between the check and the socket write:
     a process stopped (SIGSTOP, a frozen VM) while it waits for a pooled connection or a TLS
-    handshake checks again when it runs on, instead of sending a write decided long before."""
+    handshake checks again when it runs on, instead of sending a write decided long before.
+
+    Any aiohttp session can use it: add :func:`send_gate_tracing` to its ``trace_configs`` and pass
+    the gate as ``trace_request_ctx``; ``refused`` holds what the check raised (aiohttp wraps an
+    exception from a body hook in a connection error)."""
 
     __slots__ = ("check", "refused")
 
@@ -120,11 +124,12 @@ class _SendGate:
 
 async def _gate_hook(_session: aiohttp.ClientSession, context: Any, _params: Any) -> None:
     gate = context.trace_request_ctx
-    if isinstance(gate, _SendGate):
+    if isinstance(gate, SendGate):
         gate.run()
 
 
-def _send_gate_tracing() -> aiohttp.TraceConfig:
+def send_gate_tracing() -> aiohttp.TraceConfig:
+    """The trace hooks that run a request's :class:`SendGate` (one per session)."""
     config = aiohttp.TraceConfig()
     config.on_request_headers_sent.append(_gate_hook)  # awaited before the headers are written
     config.on_request_chunk_sent.append(_gate_hook)  # awaited before each body chunk is written
@@ -169,14 +174,14 @@ class ApiClientTransport:
     def _kwargs(self) -> dict[str, Any]:
         return {"server_hostname": self._server_hostname} if self._server_hostname else {}
 
-    def _gate(self, before_send: Callable[[], None] | None) -> _SendGate | None:
+    def _gate(self, before_send: Callable[[], None] | None) -> SendGate | None:
         if before_send is None:
             return None
         if not self._gated:
             # The session belongs to the ApiClient and is made lazily: add our hooks once, here.
-            self.session.trace_configs.append(_send_gate_tracing())
+            self.session.trace_configs.append(send_gate_tracing())
             self._gated = True
-        return _SendGate(before_send)
+        return SendGate(before_send)
 
     async def request(self, method: str, path: str, *, query: Query = (),
                       headers: Mapping[str, str] | None = None, body: bytes | None = None,

@@ -37,7 +37,7 @@ for a node whose Machine no longer exists.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
@@ -168,6 +168,12 @@ class ProvisionerContext:
     """The operator install's :class:`~kaito_core.provisioning.identity.InstallIdentity` (None when
     the embedder gave none). Machines carry its value as ``kaito.sh/install``; a plugin that tags
     provider resources copies it from there."""
+    write_fence: Callable[[str, str], None] | None = None
+    """The leader's write fence (under leader election): call it with (method, path) right before
+    sending a provider write (create, delete) and let what it raises stop the write; a plugin
+    on aiohttp checks as the bytes leave with ``kaito_core.engine.transport.SendGate``. A leader
+    paused past its lease then resumed must not create or delete cloud resources: the standby
+    that took over does."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 

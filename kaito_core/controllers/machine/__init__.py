@@ -90,7 +90,8 @@ def add_machine_controller(manager: Manager, provisioner: Provisioner,
     settings = settings or MachineControllerSettings()
     name = str(getattr(provisioner, "name", type(provisioner).__name__))
     ctx = context or ProvisionerContext(client=manager.client, logger=get_logger(f"kaito.provisioner.{name}"),
-                                        namespace=namespace, install=install)
+                                        namespace=namespace, install=install,
+                                        write_fence=manager.client.write_fence)
     handle = ProvisionerHandle(provisioner, ctx, started=started)
     keep_read_fields(manager.cache)
     reconciler = MachineReconciler(manager.client, manager.cache, handle, settings, recorder=manager.recorder)

@@ -28,13 +28,18 @@ there is none (:meth:`kaito_provisioner_aks.AKSProvisioner.create`).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+from azure.core.exceptions import AzureError
 from azure.core.pipeline import PipelineResponse
 from azure.core.pipeline.policies import AsyncRetryPolicy
 from azure.core.pipeline.transport import AioHttpTransport
 
+from kaito_core.engine.transport import SendGate, send_gate_tracing
 from kaito_provisioner_aks.settings import AKSSettings
 
 __all__ = [
@@ -81,12 +86,42 @@ async def _no_replay(request: aiohttp.ClientRequest, handler: aiohttp.ClientHand
 
 
 class NoReplayAioHttpTransport(AioHttpTransport):  # type: ignore[misc]  # lazily exported: Any to mypy
-    """azure-core's aiohttp transport; a ``PUT`` is not replayed by aiohttp when the connection breaks."""
+    """azure-core's aiohttp transport; a ``PUT`` is not replayed by aiohttp when the connection breaks.
+
+    With ``write_fence`` (the leader's, from the ProvisionerContext) every ARM write (anything but
+    GET/HEAD) asks it before the attempt and again as its bytes leave (:class:`SendGate`): a leader
+    paused past its lease and resumed creates or deletes no agent pool; what the fence raises
+    comes out of ``send`` as it is.
+    """
+
+    def __init__(self, *args: Any, write_fence: Callable[[str, str], None] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.write_fence = write_fence
+        self._gated = False
+
+    async def open(self) -> None:
+        await super().open()
+        if self.session is not None and not self._gated:
+            self.session.trace_configs.append(send_gate_tracing())
+            self._gated = True
 
     async def send(self, request: Any, *, stream: bool = False, proxies: Any = None, **config: Any) -> Any:
-        if request.method.upper() in NOT_REPLAYED_METHODS:
+        method = request.method.upper()
+        if method in NOT_REPLAYED_METHODS:
             config.setdefault("middlewares", (_no_replay,))
-        return await super().send(request, stream=stream, proxies=proxies, **config)
+        gate: SendGate | None = None
+        if self.write_fence is not None and method not in ("GET", "HEAD"):
+            path = urlsplit(request.url).path
+            self.write_fence(method, path)
+            await self.open()  # the session (and its trace hooks) before the gate is handed to it
+            gate = SendGate(functools.partial(self.write_fence, method, path))
+            config["trace_request_ctx"] = gate
+        try:
+            return await super().send(request, stream=stream, proxies=proxies, **config)
+        except AzureError:
+            if gate is not None and gate.refused is not None:
+                raise gate.refused from None
+            raise
 
 
 class NoBlindReplayRetryPolicy(AsyncRetryPolicy[Any, Any]):
@@ -107,8 +142,10 @@ class NoBlindReplayRetryPolicy(AsyncRetryPolicy[Any, Any]):
         return bool(super().increment(settings, response=response, error=error))
 
 
-def client_kwargs(settings: AKSSettings) -> dict[str, Any]:
-    """Keywords for one client (call it once per client: a policy and a transport belong to one pipeline)."""
+def client_kwargs(settings: AKSSettings, *, write_fence: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+    """Keywords for one client (call it once per client: a policy and a transport belong to one pipeline).
+
+    ``write_fence``: the leader's (see :class:`NoReplayAioHttpTransport`)."""
     retries: dict[str, Any] = {
         "retry_total": settings.arm_retry_total,
         "retry_status": settings.arm_retry_total,
@@ -127,7 +164,7 @@ def client_kwargs(settings: AKSSettings) -> dict[str, Any]:
         **retries,
         **connection,
         "retry_policy": NoBlindReplayRetryPolicy(**retries),
-        "transport": NoReplayAioHttpTransport(**connection),
+        "transport": NoReplayAioHttpTransport(write_fence=write_fence, **connection),
         "polling_interval": settings.aks_poll_interval_seconds,
         "user_agent": "kaito-provisioner-aks",
     }

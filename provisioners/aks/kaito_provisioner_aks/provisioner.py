@@ -24,7 +24,7 @@ import builtins
 import dataclasses
 import datetime
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -154,6 +154,7 @@ class AKSProvisioner:
         self._catalog: SkuCatalog | None = None
         self._kube: Any = None
         self._log: Any = None
+        self._fence: Callable[[str, str], None] | None = None
         self.node_resource_group: str | None = self.settings.azure_node_resource_group
 
     # -- lifecycle
@@ -163,10 +164,11 @@ class AKSProvisioner:
             return
         if self._credential is None:
             self._credential = make_credential(self.settings)
-        # one set of keywords per client: a pipeline policy (the retry policy) belongs to one pipeline
+        # one set of keywords per client: a pipeline policy (the retry policy) belongs to one pipeline;
+        # the agent-pool client is the one that writes, so it carries the leader's write fence
+        fenced = client_kwargs(self.settings, write_fence=self._fence)
         self._aks = ContainerServiceClient(self._credential, self.settings.arm_subscription_id,
-                                           base_url=self.settings.arm_base_url,
-                                           **{**client_kwargs(self.settings), **self._sdk_kwargs})
+                                           base_url=self.settings.arm_base_url, **{**fenced, **self._sdk_kwargs})
         self._compute = ComputeManagementClient(self._credential, self.settings.arm_subscription_id,
                                                 base_url=self.settings.arm_base_url,
                                                 **{**client_kwargs(self.settings), **self._sdk_kwargs})
@@ -176,6 +178,7 @@ class AKSProvisioner:
         """Connect, and check that the credentials can read the cluster (a clear error when they cannot)."""
         self._kube = ctx.client
         self._log = ctx.logger
+        self._fence = ctx.write_fence
         self._connect()
         s = self.settings
         try:
