@@ -24,7 +24,7 @@ import os
 import subprocess
 import tempfile
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Self
@@ -39,7 +39,6 @@ __all__ = [
     "instance_types_from_catalog",
     "kwok_instance_type",
     "kwok_node_class",
-    "node_pool",
 ]
 
 KWOK_NODE_CLASS_GROUP = "karpenter.kwok.sh"
@@ -126,42 +125,6 @@ def kwok_node_class(name: str = "default", *, registration_delay: str | None = N
             "metadata": {"name": name}, "spec": spec}
 
 
-def node_pool(name: str, *, node_class: str = "default", labels: Mapping[str, str] | None = None,
-              taints: Sequence[Mapping[str, str]] = (), instance_types: Sequence[str] = ()) -> dict[str, Any]:
-    """A NodePool that Karpenter never grows nor shrinks by itself.
-
-    NodeClaims made by a provisioner plugin name it in their ``karpenter.sh/nodepool`` label;
-    ``limits.nodes: 0`` keeps Karpenter's provisioner from adding nodes of its own for pending
-    pods, and a zero-node budget with ``consolidateAfter: Never`` keeps its disruption controller
-    from removing a GPU node that is empty while its model loads.
-    """
-    requirements: list[dict[str, Any]] = []
-    if instance_types:
-        requirements.append({"key": "node.kubernetes.io/instance-type", "operator": "In",
-                             "values": list(instance_types)})
-    else:
-        requirements.append({"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]})
-    return {
-        "apiVersion": "karpenter.sh/v1",
-        "kind": "NodePool",
-        "metadata": {"name": name},
-        "spec": {
-            "template": {
-                "metadata": {"labels": dict(labels or {})},
-                "spec": {
-                    "nodeClassRef": {"group": KWOK_NODE_CLASS_GROUP, "kind": "KWOKNodeClass", "name": node_class},
-                    "requirements": requirements,
-                    "taints": [dict(t) for t in taints],
-                    "expireAfter": "Never",
-                },
-            },
-            "limits": {"nodes": "0"},
-            "disruption": {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "Never",
-                           "budgets": [{"nodes": "0"}]},
-        },
-    }
-
-
 def _free_port() -> int:
     from kaito_core.testing.controlplane import free_port
 
@@ -202,7 +165,7 @@ class KarpenterKwok:
             self.cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
 
     def apply(self, *manifests: Mapping[str, Any]) -> None:
-        """Server-side apply objects (a node class, NodePools) as the cluster admin."""
+        """Server-side apply objects (a node class, a NodePool) as the cluster admin."""
         for manifest in manifests:
             self.cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-",
                                  input=json.dumps(manifest))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from kaito_provisioner_karpenter import KarpenterProvisioner, KarpenterSettings
+from kaito_provisioner_karpenter import KarpenterProvisioner, KarpenterSettings, node_pool_name
 from machine_support import machine_manifest
 
 from kaito_core.api import Machine
@@ -118,10 +118,19 @@ async def test_launch_failures_as_real_karpenter_reports_them() -> None:
         await plugin.create(machine)
     ref = await plugin.create(machine)  # and then asks again
     assert client.nodeclaim is not None and not ref.provider_id
+    # Launched but not yet Registered by Karpenter: its Node is not finished, so no providerID yet.
+    launched = {"type": "Launched", "status": "True", "reason": "Launched", "message": ""}
+    unregistered = {"type": "Registered", "status": "Unknown", "reason": "NodeNotFound", "message": ""}
+    client.nodeclaim["status"] = {"providerID": "kwok://n1", "nodeName": "n1", "conditions": [launched, unregistered]}
+    ref = await plugin.create(machine)
+    assert not ref.provider_id and "Launched=True, Registered=Unknown" in ref.message
+    client.nodeclaim["status"]["conditions"] = [launched, {**unregistered, "status": "True", "reason": "Registered"}]
+    ref = await plugin.create(machine)
+    assert ref.provider_id == "kwok://n1" and ref.node_name == "n1"
 
 
 def test_instance_types_come_from_the_sku_catalog() -> None:
-    from kaito_core.testing.karpenter import instance_types_from_catalog, kwok_node_class, node_pool
+    from kaito_core.testing.karpenter import instance_types_from_catalog, kwok_node_class
 
     (nc6,) = instance_types_from_catalog(["Standard_NC6s_v3"])
     assert nc6["name"] == "Standard_NC6s_v3" and nc6["operatingSystems"] == ["linux"]
@@ -132,8 +141,6 @@ def test_instance_types_come_from_the_sku_catalog() -> None:
     with pytest.raises(KeyError, match="'Standard_Nope' is not in the GPU SKU catalog"):
         instance_types_from_catalog(["Standard_Nope"])
     assert kwok_node_class("slow", registration_delay="3s")["spec"] == {"nodeRegistrationDelay": "3s"}
-    pool = node_pool("kaito")["spec"]
-    assert pool["limits"] == {"nodes": "0"} and pool["disruption"]["budgets"] == [{"nodes": "0"}]
 
 
 def test_karpenter_is_cached_by_its_version(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
@@ -146,3 +153,25 @@ def test_karpenter_is_cached_by_its_version(monkeypatch: pytest.MonkeyPatch, tmp
     binary.write_text("#!/bin/sh\n")
     monkeypatch.setenv("PATH", str(tmp_path))  # no Go: a cached binary needs none
     assert build.ensure_karpenter() == binary
+
+
+def test_a_node_pool_per_workspace_as_kaito_names_it() -> None:
+    plugin = KarpenterProvisioner(KarpenterSettings(node_class_kind="KWOKNodeClass", node_pool_per_workspace=True))
+    machine = _machine()  # Workspace ws in namespace default
+    assert plugin.nodeclaim_for(machine)["metadata"]["labels"]["karpenter.sh/nodepool"] == "default-ws"
+    pool = plugin.nodepool_for(machine)
+    assert pool is not None and pool["metadata"]["name"] == "default-ws"
+    spec = pool["spec"]
+    # Karpenter must neither add nodes to it for pending pods nor consolidate an empty GPU node.
+    assert spec["limits"] == {"nodes": "0"} and spec["disruption"]["budgets"] == [{"nodes": "0"}]
+    assert spec["disruption"]["consolidateAfter"] == "Never"
+    assert spec["template"]["spec"]["nodeClassRef"]["kind"] == "KWOKNodeClass"
+    assert spec["template"]["spec"]["requirements"] == [
+        {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["Standard_NC12s_v3"]}]
+    assert spec["template"]["metadata"]["labels"]["kaito.sh/workspace"] == "ws"
+    long = node_pool_name("n" * 63, "w" * 200)
+    assert len(long) == 253 and long == node_pool_name("n" * 63, "w" * 200) != node_pool_name("n" * 63, "w" * 201)
+    # Off (the default): the shared node_pool, and no NodePool is made.
+    shared = KarpenterProvisioner(KarpenterSettings(node_class_kind="KWOKNodeClass"))
+    assert shared.nodepool_for(machine) is None
+    assert shared.nodeclaim_for(machine)["metadata"]["labels"]["karpenter.sh/nodepool"] == "kaito"

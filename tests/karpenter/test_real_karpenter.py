@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kaito_provisioner_karpenter import NODECLAIM, KarpenterProvisioner, KarpenterSettings
+from kaito_provisioner_karpenter import NODECLAIM, KarpenterProvisioner, KarpenterSettings, node_pool_manifest
 from machine_support import cleanup_machines, condition, machine_manifest, run_id, running_controller
 
 from kaito_core.api.crd import all_crds
@@ -26,12 +26,16 @@ from kaito_core.engine import NODE, ManagerSettings
 from kaito_core.manager import Operator, OperatorSettings, WebhookSettings
 from kaito_core.provisioning import MACHINE
 from kaito_core.testing import Cluster, ControlPlane, eventually
-from kaito_core.testing.karpenter import KarpenterKwok, instance_types_from_catalog, kwok_node_class, node_pool
+from kaito_core.testing.karpenter import (
+    KWOK_NODE_CLASS_GROUP,
+    KarpenterKwok,
+    instance_types_from_catalog,
+    kwok_node_class,
+)
 
 pytestmark = pytest.mark.e2e
 
 SEED = Path(__file__).parents[2] / "examples" / "kaito_workspace_phi_3.yaml"
-GPU_TAINT = {"key": "sku", "value": "gpu", "effect": "NoSchedule"}
 STARTUP = {"key": "nvidia.com/gpu-driver", "value": "installing", "effect": "NoSchedule"}
 UNSOLD = "Standard_NC24s_v3"  # in our catalog, not in Karpenter's instance types
 
@@ -45,7 +49,8 @@ def karpenter(kube_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -
     with KarpenterKwok(kube_cluster, instance_types=types, workdir=tmp_path_factory.mktemp("karpenter")) as k:
         print(f"Karpenter ready in {time.monotonic() - started:.1f}s")
         k.apply(kwok_node_class("default"), kwok_node_class("slow", registration_delay="3s"),
-                node_pool("kaito", taints=[GPU_TAINT]))
+                node_pool_manifest("kaito", {"group": KWOK_NODE_CLASS_GROUP, "kind": "KWOKNodeClass",
+                                             "name": "default"}))
         yield k
         k.check_alive()  # Karpenter outlived every test of the module
 
@@ -56,6 +61,12 @@ def _plugin(**settings: Any) -> KarpenterProvisioner:
 
 async def _nodeclaims(cluster: Cluster, selector: str) -> list[dict[str, Any]]:
     out = await asyncio.to_thread(cluster.kubectl, "get", "nodeclaims", "-l", selector, "-o", "json")
+    items: list[dict[str, Any]] = json.loads(out.stdout)["items"]
+    return items
+
+
+async def _nodepools(cluster: Cluster, selector: str) -> list[dict[str, Any]]:
+    out = await asyncio.to_thread(cluster.kubectl, "get", "nodepools", "-l", selector, "-o", "json")
     items: list[dict[str, Any]] = json.loads(out.stdout)["items"]
     return items
 
@@ -82,9 +93,10 @@ async def test_a_machine_round_trips_through_real_karpenter(karpenter: Karpenter
         await client.create(body)
 
         # While Karpenter waits for the Node (the "slow" node class registers after 3 s), the
-        # NodeClaim's own conditions show on the Machine.
+        # NodeClaim's own conditions show on the Machine, which is launched once Karpenter has
+        # registered the Node (before that it is tainted karpenter.sh/unregistered, without our labels).
         async def mirrored() -> bool:
-            message = condition(await client.get_or_none(MACHINE, name), "Registered").get("message", "")
+            message = condition(await client.get_or_none(MACHINE, name), "Launched").get("message", "")
             return f"NodeClaim {name}: Launched=True, Registered=Unknown" in message
 
         await eventually(mirrored, 30, interval=0.1, message="NodeClaim conditions mirrored")
@@ -99,7 +111,14 @@ async def test_a_machine_round_trips_through_real_karpenter(karpenter: Karpenter
             nodeclaim = await client.get(NODECLAIM, name)
             return nodeclaim if _ready(nodeclaim, "Initialized") else None
 
-        nodeclaim = await eventually(initialized, 30, message="NodeClaim Initialized")
+        def why() -> str:
+            got = kube_cluster.kubectl("get", "nodeclaim", name, "-o", "json", check=False).stdout
+            conditions = json.loads(got or "{}").get("status", {}).get("conditions", [])
+            nodes = kube_cluster.kubectl("get", "nodes", "-l", f"kaito.sh/machine={name}", "-o",
+                                         "jsonpath={.items[*].spec.taints}", check=False).stdout
+            return f"NodeClaim conditions {conditions}; Node taints {nodes}"
+
+        nodeclaim = await eventually(initialized, 30, message="NodeClaim Initialized", describe=why)
         assert "karpenter.sh/termination" in nodeclaim["metadata"]["finalizers"]
         machine = await client.get(MACHINE, name)
         node_name = nodeclaim["status"]["nodeName"]
@@ -170,7 +189,9 @@ async def operator(karpenter: KarpenterKwok, kube_cluster: Cluster, kube_namespa
         machine=MachineControllerSettings(poll_interval=0.5, gc_enabled=False,
                                           machine_selector=f"kaito.sh/workspacenamespace={kube_namespace}"),
     )
-    op = await Operator.create(settings, kubeconfig=kube_cluster.kubeconfig, provisioner=_plugin())
+    # One NodePool per Workspace, as Kaito v0.12 makes them.
+    op = await Operator.create(settings, kubeconfig=kube_cluster.kubeconfig,
+                               provisioner=_plugin(node_pool_per_workspace=True))
     task = asyncio.create_task(op.run())
     try:
         yield op
@@ -197,9 +218,14 @@ async def test_seed_workspace_gets_a_node_through_real_karpenter_and_deleting_it
 
     await eventually(resource_ready, 90, message="ResourceReady through the real Karpenter",
                      describe=lambda: karpenter.log_tail(10))
-    # Machine -> NodeClaim -> Node, each Ready, each naming the next.
+    # Machine -> NodeClaim -> Node, each Ready, each naming the next (Karpenter's Ready may trail ours).
     (machine,) = (await operator.manager.client.list(MACHINE, label_selector=selector)).items
-    (nodeclaim,) = await _nodeclaims(kube_cluster, selector)
+
+    async def nodeclaim_ready() -> dict[str, Any] | None:
+        (nodeclaim,) = await _nodeclaims(kube_cluster, selector)
+        return nodeclaim if _ready(nodeclaim) else None
+
+    nodeclaim = await eventually(nodeclaim_ready, 30, message="NodeClaim Ready")
     (node,) = await _nodes(kube_cluster, selector)
     assert nodeclaim["metadata"]["name"] == machine["metadata"]["name"]
     assert condition(machine, "Ready")["status"] == "True" and _ready(nodeclaim) and _ready(node)
@@ -208,8 +234,11 @@ async def test_seed_workspace_gets_a_node_through_real_karpenter_and_deleting_it
     labels = node["metadata"]["labels"]
     assert labels["node.kubernetes.io/instance-type"] == "Standard_NC6s_v3"
     assert labels["apps"] == "phi-3" and labels["kaito.sh/workspace"] == "workspace-phi-3-mini"
-    assert labels["karpenter.sh/nodepool"] == "kaito" and labels["karpenter.sh/initialized"] == "true"
+    assert labels["karpenter.sh/nodepool"] == f"{kube_namespace}-workspace-phi-3-mini"
+    assert labels["karpenter.sh/initialized"] == "true"
     assert node["status"]["allocatable"]["nvidia.com/gpu"] == "1"
+    (pool,) = await _nodepools(kube_cluster, selector)
+    assert pool["metadata"]["name"] == f"{kube_namespace}-workspace-phi-3-mini" and _ready(pool)
 
     await asyncio.to_thread(kube_cluster.kubectl, "delete", "workspace", "--all", "-n", kube_namespace,
                             "--timeout=60s")
@@ -217,9 +246,9 @@ async def test_seed_workspace_gets_a_node_through_real_karpenter_and_deleting_it
     async def nothing_left() -> bool:
         machines = (await operator.manager.client.list(MACHINE, label_selector=selector)).items
         return not machines and not await _nodeclaims(kube_cluster, selector) and not await _nodes(
-            kube_cluster, selector)
+            kube_cluster, selector) and not await _nodepools(kube_cluster, selector)
 
-    await eventually(nothing_left, 60, message="no Machine, NodeClaim or Node left")
+    await eventually(nothing_left, 60, message="no Machine, NodeClaim, Node or NodePool left")
 
 
 async def test_twenty_workspaces_at_once_make_exactly_twenty_nodeclaims(
@@ -242,19 +271,25 @@ async def test_twenty_workspaces_at_once_make_exactly_twenty_nodeclaims(
 
     await eventually(all_ready, 150, interval=1, message="20 Workspaces ResourceReady through the real Karpenter")
     print(f"20 Workspaces ResourceReady through the real Karpenter in {time.monotonic() - started:.1f}s")
-    nodeclaims = await _nodeclaims(kube_cluster, selector)
-    assert len(nodeclaims) == 20 and all(_ready(nc) for nc in nodeclaims)
+    async def nodeclaims_ready() -> list[dict[str, Any]] | None:
+        nodeclaims = await _nodeclaims(kube_cluster, selector)
+        return nodeclaims if all(_ready(nc) for nc in nodeclaims) else None
+
+    nodeclaims = await eventually(nodeclaims_ready, 30, message="every NodeClaim Ready")
+    assert len(nodeclaims) == 20
     assert len({nc["metadata"]["labels"]["kaito.sh/workspace"] for nc in nodeclaims}) == 20  # one per Workspace
-    # Karpenter made no NodeClaims of its own (for pending pods, say): every one in the cluster is ours.
+    # Karpenter made no NodeClaims of its own (for pending pods, say): every one in the cluster is a Machine's.
     everything = json.loads((await asyncio.to_thread(kube_cluster.kubectl, "get", "nodeclaims", "-o",
                                                      "json")).stdout)["items"]
-    assert len(everything) == 20, [nc["metadata"]["name"] for nc in everything]
+    assert all("kaito.sh/machine" in nc["metadata"].get("labels", {}) for nc in everything), everything
     assert len(await _nodes(kube_cluster, selector)) == 20
+    assert len(await _nodepools(kube_cluster, selector)) == 20  # one NodePool per Workspace
 
     await asyncio.to_thread(kube_cluster.kubectl, "delete", "workspace", "--all", "-n", kube_namespace,
                             "--timeout=90s")
 
     async def nothing_left() -> bool:
-        return not await _nodeclaims(kube_cluster, selector) and not await _nodes(kube_cluster, selector)
+        return not any([await _nodeclaims(kube_cluster, selector), await _nodes(kube_cluster, selector),
+                        await _nodepools(kube_cluster, selector)])
 
-    await eventually(nothing_left, 90, message="no NodeClaim or Node left")
+    await eventually(nothing_left, 90, message="no NodeClaim, Node or NodePool left")

@@ -8,8 +8,11 @@ from kaito_provisioner_karpenter.provisioner import (
     NODE_CLASS_GROUPS,
     NODECLAIM,
     NODECLAIM_CRD,
+    NODEPOOL,
     KarpenterProvisioner,
     KarpenterSettings,
+    node_pool_manifest,
+    node_pool_name,
     nodeclaim_conditions,
 )
 
@@ -17,8 +20,11 @@ __all__ = [
     "LABEL_NODEPOOL",
     "NODECLAIM",
     "NODECLAIM_CRD",
+    "NODEPOOL",
     "NODE_CLASS_GROUPS",
     "KarpenterProvisioner",
     "KarpenterSettings",
+    "node_pool_manifest",
+    "node_pool_name",
     "nodeclaim_conditions",
 ]

@@ -9,8 +9,10 @@ no ``storage`` request (a resource the Node never reports would keep the NodeCla
 from ever becoming Initialized), the GPU taint and our labels (Karpenter copies them
 to the Node). Karpenter does the rest; this plugin reads the NodeClaim back:
 
-* ``status.providerID`` is the Machine's providerID (Launched), and the Machine
-  reconciler then finds the Node by it (Registered, Initialized);
+* ``status.providerID`` becomes the Machine's providerID (Launched) once the NodeClaim is
+  Registered too (Karpenter's Node exists before that, tainted ``karpenter.sh/unregistered``
+  and without the NodeClaim's labels and taints), and the Machine reconciler then finds the
+  Node by it (Registered, Initialized);
 * the NodeClaim's Launched/Registered/Initialized conditions are mirrored into
   ``NodeRef.message`` (shown in the Machine's conditions while it waits);
 * a failed launch becomes the matching typed error (InsufficientCapacity, QuotaExceeded,
@@ -31,13 +33,22 @@ Machine ever vanish without its finalizer.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
+import dataclasses
+import hashlib
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Final
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kaito_core.api import GPU_TAINT, LABEL_INSTANCE_TYPE, LABEL_MACHINE, Machine
+from kaito_core.api import (
+    GPU_TAINT,
+    LABEL_INSTANCE_TYPE,
+    LABEL_MACHINE,
+    LABEL_WORKSPACE,
+    LABEL_WORKSPACE_NAMESPACE,
+    Machine,
+)
 from kaito_core.engine import CRD, AlreadyExistsError, Client, ResourceKind
 from kaito_core.provisioning import (
     LABEL_PROVISIONER,
@@ -58,15 +69,21 @@ __all__ = [
     "LABEL_NODEPOOL",
     "NODECLAIM",
     "NODECLAIM_CRD",
+    "NODEPOOL",
     "NODE_CLASS_GROUPS",
     "KarpenterProvisioner",
     "KarpenterSettings",
+    "node_pool_manifest",
+    "node_pool_name",
     "nodeclaim_conditions",
 ]
 
 #: Karpenter's NodeClaim (cluster-scoped).
 NODECLAIM: Final = ResourceKind("karpenter.sh", "v1", "NodeClaim", "nodeclaims", namespaced=False)
 NODECLAIM_CRD: Final = "nodeclaims.karpenter.sh"
+#: Karpenter's NodePool (cluster-scoped); the plugin makes one per Workspace with ``node_pool_per_workspace``.
+NODEPOOL: Final = ResourceKind("karpenter.sh", "v1", "NodePool", "nodepools", namespaced=False)
+_MAX_NAME = 253
 LABEL_NODEPOOL: Final = "karpenter.sh/nodepool"
 #: The API group of each NodeClass kind we know (``node_class_group`` overrides).
 NODE_CLASS_GROUPS: Final = {
@@ -106,6 +123,11 @@ class KarpenterSettings(BaseSettings):
     """Delete a NodeClaim whose launch failed, so the next attempt asks Karpenter afresh."""
     extra_labels: dict[str, str] = Field(default_factory=dict)
     """Labels added to every NodeClaim (and so to its Node)."""
+    node_pool_per_workspace: bool = False
+    """Make one NodePool per Workspace, named ``<namespace>-<workspace>`` as Kaito v0.12 names it, and
+    put each NodeClaim in its Workspace's pool (instead of in ``node_pool``); the pool is deleted with
+    the Workspace's last NodeClaim. Needs RBAC on ``nodepools.karpenter.sh`` (get, list, create,
+    patch, delete)."""
 
     def node_class_ref(self) -> dict[str, str]:
         group = self.node_class_group or NODE_CLASS_GROUPS.get(self.node_class_kind)
@@ -113,6 +135,44 @@ class KarpenterSettings(BaseSettings):
             raise ValueError(f"unknown NodeClass kind {self.node_class_kind!r}: set node_class_group "
                              f"(known kinds: {', '.join(NODE_CLASS_GROUPS)})")
         return {"group": group, "kind": self.node_class_kind, "name": self.node_class_name}
+
+
+def node_pool_name(namespace: str, workspace: str) -> str:
+    """``<namespace>-<workspace>``, as Kaito v0.12 names a Workspace's NodePool (hash-suffixed past 253)."""
+    full = f"{namespace}-{workspace}"
+    if len(full) <= _MAX_NAME:
+        return full
+    return f"{full[:_MAX_NAME - 10]}-{hashlib.sha256(full.encode()).hexdigest()[:9]}"
+
+
+def node_pool_manifest(name: str, node_class_ref: Mapping[str, str], *, labels: Mapping[str, str] | None = None,
+                       instance_types: Sequence[str] = (),
+                       taints: Sequence[Mapping[str, str]] = (GPU_TAINT,)) -> dict[str, Any]:
+    """A NodePool for NodeClaims made by this plugin, one that Karpenter never grows nor shrinks.
+
+    The NodeClaims are ours, not Karpenter's provisioner's: ``limits.nodes: 0`` keeps it from adding
+    nodes of its own to the pool for pending pods, and a zero-node budget with ``consolidateAfter:
+    Never`` keeps its disruption controller from removing a GPU node that is empty while its model
+    loads (Karpenter's NodeClaim lifecycle itself needs no NodePool).
+    """
+    requirements: list[dict[str, Any]] = [{"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}]
+    if instance_types:
+        requirements = [{"key": LABEL_INSTANCE_TYPE, "operator": "In", "values": list(instance_types)}]
+    return {
+        "apiVersion": NODEPOOL.api_version,
+        "kind": NODEPOOL.kind,
+        "metadata": {"name": name, "labels": dict(labels or {})},
+        "spec": {
+            "template": {
+                "metadata": {"labels": dict(labels or {})},
+                "spec": {"nodeClassRef": dict(node_class_ref), "requirements": requirements,
+                         "taints": [dict(t) for t in taints], "expireAfter": "Never"},
+            },
+            "limits": {"nodes": "0"},
+            "disruption": {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "Never",
+                           "budgets": [{"nodes": "0"}]},
+        },
+    }
 
 
 def nodeclaim_conditions(nodeclaim: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -133,6 +193,10 @@ def _summary(nodeclaim: Mapping[str, Any]) -> str:
             text += f" ({cond.get('reason') or ''}{': ' if cond.get('message') else ''}{cond.get('message') or ''})"
         parts.append(text)
     return f"NodeClaim {nodeclaim['metadata']['name']}: " + ", ".join(parts)
+
+
+def _registered(nodeclaim: Mapping[str, Any]) -> bool:
+    return (nodeclaim_conditions(nodeclaim).get("Registered") or {}).get("status") == "True"
 
 
 def _launch_failed(nodeclaim: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -197,6 +261,24 @@ class KarpenterProvisioner:
     def nodeclaim_name(self, machine: Machine) -> str:
         return f"{self.settings.name_prefix}{machine.name}"
 
+    def pool_of(self, machine: Machine) -> str | None:
+        """The NodePool the Machine's NodeClaim belongs to: its Workspace's, or ``node_pool``."""
+        own = machine.metadata.labels or {}
+        if self.settings.node_pool_per_workspace and own.get(LABEL_WORKSPACE) and own.get(LABEL_WORKSPACE_NAMESPACE):
+            return node_pool_name(own[LABEL_WORKSPACE_NAMESPACE], own[LABEL_WORKSPACE])
+        return self.settings.node_pool
+
+    def nodepool_for(self, machine: Machine) -> dict[str, Any] | None:
+        """The Workspace's NodePool (None unless ``node_pool_per_workspace``)."""
+        own = machine.metadata.labels or {}
+        pool = self.pool_of(machine)
+        if not self.settings.node_pool_per_workspace or pool is None or pool == self.settings.node_pool:
+            return None
+        labels = {key: own[key] for key in (LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE)}
+        labels[LABEL_PROVISIONER] = self.name
+        return node_pool_manifest(pool, self.settings.node_class_ref(), labels=labels,
+                                  instance_types=[machine.spec.instance_type] if machine.spec.instance_type else [])
+
     def nodeclaim_for(self, machine: Machine) -> dict[str, Any]:
         """The NodeClaim manifest for ``machine``."""
         instance_type = machine.spec.instance_type
@@ -204,9 +286,9 @@ class KarpenterProvisioner:
         requirements: list[dict[str, Any]] = []
         if instance_type:
             requirements.append({"key": LABEL_INSTANCE_TYPE, "operator": "In", "values": [instance_type]})
-        if self.settings.node_pool:
-            labels[LABEL_NODEPOOL] = self.settings.node_pool
-            requirements.append({"key": LABEL_NODEPOOL, "operator": "In", "values": [self.settings.node_pool]})
+        if pool := self.pool_of(machine):
+            labels[LABEL_NODEPOOL] = pool
+            requirements.append({"key": LABEL_NODEPOOL, "operator": "In", "values": [pool]})
         if self.settings.os:
             requirements.append({"key": "kubernetes.io/os", "operator": "In", "values": [self.settings.os]})
         seen = {r["key"] for r in requirements}
@@ -279,6 +361,8 @@ class KarpenterProvisioner:
                 f"{self.settings.node_class_name!r} is missing or not ready (kubectl get events "
                 f"--field-selector involvedObject.name={name} says which); kaito retries with a fresh NodeClaim")
         if nodeclaim is None:
+            if (pool := self.nodepool_for(machine)) is not None:
+                await self.client.apply(pool, kind=NODEPOOL, force=True)
             try:
                 nodeclaim = await self.client.create(self.nodeclaim_for(machine), kind=NODECLAIM)
             except AlreadyExistsError:
@@ -293,12 +377,18 @@ class KarpenterProvisioner:
                 await self.client.delete(NODECLAIM, self.nodeclaim_name(machine), missing_ok=True)
             self._launching.pop(machine.name, None)
             raise error
-        status = nodeclaim.get("status") or {}
-        if status.get("providerID"):
+        ref = self._ref(nodeclaim)
+        if ref.provider_id and _registered(nodeclaim):
             self._launching.pop(machine.name, None)
-        else:
+            return ref
+        if not ref.provider_id:
             self._launching[machine.name] = str((nodeclaim.get("metadata") or {}).get("uid") or "")
-        return self._ref(nodeclaim)
+        # Karpenter's Node exists before Karpenter has registered it: until then it carries the
+        # karpenter.sh/unregistered:NoExecute taint and lacks the NodeClaim's labels, taints and
+        # startup taints, which Karpenter copies over at registration. Handing out the providerID
+        # now would let the Machine take that Node for finished (and, say, find no startup taint
+        # to remove before Karpenter adds it), so the launch is reported once Registered=True.
+        return dataclasses.replace(ref, provider_id="", node_name=None)
 
     async def get(self, machine: Machine) -> NodeRef | None:
         nodeclaim = await self._own(machine)
@@ -312,6 +402,19 @@ class KarpenterProvisioner:
         owner = ((nodeclaim.get("metadata") or {}).get("labels") or {}).get(LABEL_MACHINE)
         if owner == machine.name and not (nodeclaim.get("metadata") or {}).get("deletionTimestamp"):
             await self.client.delete(NODECLAIM, self.nodeclaim_name(machine), missing_ok=True)
+        if owner == machine.name:
+            await self._drop_pool_if_unused(machine)
+
+    async def _drop_pool_if_unused(self, machine: Machine) -> None:
+        """Delete the Workspace's NodePool once none of its NodeClaims but this Machine's is left."""
+        pool = self.nodepool_for(machine)
+        if pool is None:
+            return
+        name = pool["metadata"]["name"]
+        others = [nc for nc in (await self.client.list(NODECLAIM, label_selector=f"{LABEL_NODEPOOL}={name}")).items
+                  if ((nc.get("metadata") or {}).get("labels") or {}).get(LABEL_MACHINE) != machine.name]
+        if not others:
+            await self.client.delete(NODEPOOL, name, missing_ok=True)
 
     async def list(self) -> builtins.list[NodeRef]:
         nodeclaims = await self.client.list(NODECLAIM, label_selector=f"{LABEL_PROVISIONER}={self.name}")
