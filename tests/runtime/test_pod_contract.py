@@ -20,6 +20,7 @@ from kaito_presets.runtime import download, oci, weights
 from kaito_presets.runtime.inference import __main__ as inference_main
 from kaito_presets.runtime.tuning import __main__ as tuning_main
 from kaito_presets.runtime.tuning import config as tuning_config
+from kaito_presets.sizing import smallest_fit
 
 from kaito_core.api import Workspace
 from kaito_core.controllers.workspace import WorkspaceSettings
@@ -70,7 +71,38 @@ def _runtime_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("example", ["kaito_workspace_phi_3.yaml", "kaito_workspace_phi_3_with_adapters.yaml",
                                      "kaito_workspace_tuning_phi_3.yaml"])
 def test_every_runtime_container_parses_and_its_paths_are_mounted(example: str) -> None:
-    pod = _pod(example)
+    _check_contract(_pod(example))
+
+
+def _preset_fits() -> list[tuple[str, str, int]]:
+    catalog = default_catalog()
+    rows = []
+    for preset in catalog.models:
+        for cloud in ("azure", "aws"):
+            fit = smallest_fit(catalog, preset, cloud)
+            assert fit is not None, f"{preset.name} fits nothing on {cloud}"
+            rows.append((preset.name, fit[0].name, fit[1]))
+    return rows
+
+
+@pytest.mark.parametrize(("preset", "sku", "nodes"), _preset_fits(), ids=str)
+def test_every_preset_on_its_smallest_sku_keeps_the_contract(preset: str, sku: str, nodes: int) -> None:
+    """Every catalog preset (issue 19: all 30 of Kaito v0.12), on the smallest Azure and AWS instance type
+    that serves it, several nodes for the presets that split: the same contract as the seed workspaces."""
+    catalog = default_catalog()
+    options = {"presetOptions": {"modelAccessSecret": "hf"}} if catalog.model(preset).gated else {}
+    ws = Workspace.from_dict({"metadata": {"name": "ws", "namespace": "ns", "uid": "u1"},
+                              "resource": {"instanceType": sku, "count": nodes,
+                                           "labelSelector": {"matchLabels": {"a": "b"}}},
+                              "inference": {"preset": {"name": preset, **options}}})
+    ctx = BuildContext(ws=ws, settings=WorkspaceSettings(), preset=catalog.model(preset), sku=catalog.sku(sku),
+                       nodes=[f"n{i}" for i in range(nodes)], revision="r1")
+    workload = inference_workload(ctx)
+    assert workload["kind"] == ("StatefulSet" if nodes > 1 else "Deployment")
+    _check_contract(workload["spec"]["template"]["spec"])
+
+
+def _check_contract(pod: dict[str, Any]) -> None:
     containers = _runtime_containers(pod)
     assert containers, "no runtime container in the pod"
     for container in containers:
