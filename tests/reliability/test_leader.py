@@ -142,11 +142,15 @@ async def test_killing_the_leader_hands_over_within_20s_and_never_two_act(
                          describe=lambda: str(fleet.not_ready()))
         converge = time.monotonic() - started
         await fleet.delete_workspaces()
-        await eventually(lambda: not any(fleet.counts()[k] for k in ("workspaces", "machines", "nodes")), 120,
-                         message="nothing left", describe=lambda: str(fleet.leftovers()))
+        try:
+            await eventually(lambda: not any(fleet.counts()[k] for k in ("workspaces", "machines", "nodes")), 120,
+                             message="nothing left", describe=lambda: str(fleet.leftovers()))
+        finally:
+            # Listed afresh from the apiserver, whether or not the wait on the informers succeeded.
+            row.objects_left = await objects_left(fleet.client, [NS])
         row.max_convergence_s = max(converge, *takeovers)
         row.objects_created = len(fleet.machine_uids) + len(fleet.node_uids) + created
-        row.objects_left = fleet.counts()["machines"] + fleet.counts()["nodes"]
+        assert row.objects_left == 0, f"seed {seed}: {row.objects_left} objects left after the delete"
         dup = fleet.duplicates({})
         row.duplicates = len(dup)
         assert not dup, f"seed {seed}: {dup}"
