@@ -113,3 +113,20 @@ def test_one_value_points_the_operator_and_its_workspaces_at_a_registry(helm: Pa
     assert any(rule["resources"] == ["persistentvolumeclaims"] for rule in rules)
     plain = by_kind(render(helm), "ClusterRole")[0]["rules"]
     assert not any(rule["resources"] == ["persistentvolumeclaims"] for rule in plain)
+
+
+@pytest.mark.parametrize("per_workspace", [False, True])
+def test_the_karpenter_settings_the_chart_sets_are_the_plugins(helm: Path, per_workspace: bool) -> None:
+    from kaito_provisioner_karpenter import KarpenterSettings
+
+    docs = render(helm, "provisioner=karpenter", f"karpenter.nodePoolPerWorkspace={str(per_workspace).lower()}")
+    (deployment,) = by_kind(docs, "Deployment")
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    ours = {k: v for k, v in env.items() if "KARPENTER" in k}
+    prefix = KarpenterSettings.model_config["env_prefix"]
+    fields = {f"{prefix}{name}".upper() for name in KarpenterSettings.model_fields}
+    assert ours and set(ours) <= fields, f"env the plugin never reads: {sorted(set(ours) - fields)}"
+    settings = KarpenterSettings.model_validate({k[len(prefix):].lower(): v for k, v in ours.items()})
+    assert settings.node_class_kind == "AKSNodeClass" and settings.node_pool_per_workspace is per_workspace
+    rules = [r for d in by_kind(docs, "ClusterRole") for r in d["rules"]]
+    assert any("nodepools" in r["resources"] for r in rules) is per_workspace
