@@ -8,7 +8,7 @@ import yaml
 from test_workspace_support import EXAMPLES, condition, eventually, is_true, kubectl, running_controller
 
 from kaito_core.controllers.workspace import WORKSPACE
-from kaito_core.engine import DEPLOYMENT
+from kaito_core.engine import DEPLOYMENT, JOB
 from kaito_core.testing import Cluster
 
 pytestmark = pytest.mark.e2e
@@ -46,3 +46,26 @@ async def test_a_bad_inference_config_is_named_in_the_condition(kube_cluster: Cl
             return is_true(await client.get_or_none(WORKSPACE, name, ns), "WorkspaceReady")
 
         await eventually(ready, 90, message="WorkspaceReady after the fix")
+
+
+async def test_a_bad_tuning_config_holds_the_job_and_names_the_key(kube_cluster: Cluster, kube_namespace: str) -> None:
+    ns, name = kube_namespace, "workspace-tuning-phi-3"
+    doc = yaml.safe_load((EXAMPLES / "kaito_workspace_tuning_phi_3.yaml").read_text())  # method qlora
+    doc["tuning"]["config"] = "my-tuning"
+    inner = yaml.safe_dump({"training_config": {"QuantizationConfig": {"load_in_4bit": False}}})
+    cm = yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "my-tuning"},
+                         "data": {"training_config.yaml": inner}})
+    async with running_controller(kube_cluster, ns) as (_, client):
+        await kubectl(kube_cluster, "apply", "-n", ns, "-f", "-", input=cm)
+        await kubectl(kube_cluster, "apply", "-n", ns, "-f", "-", input=yaml.safe_dump(doc))
+
+        async def refused() -> bool:
+            cond = condition(await client.get_or_none(WORKSPACE, name, ns), "JobStarted")
+            return cond is not None and cond["status"] == "False" and "my-tuning" in cond.get("message", "")
+
+        await eventually(refused, 90, message="JobStarted False naming the ConfigMap")
+        cond = condition(await client.get(WORKSPACE, name, ns), "JobStarted")
+        assert cond is not None
+        assert ("tuning.config[training_config.yaml].training_config.QuantizationConfig: method qlora needs a "
+                "quantized base model") in cond["message"]
+        assert await client.get_or_none(JOB, name, ns) is None
