@@ -1,4 +1,4 @@
-"""What the reconcilers read of the Pods and Nodes they cache: the rest is never stored.
+"""What the reconcilers read of the Pods, Nodes and workloads they cache: the rest is never stored.
 
 The one home of these declarations: the Workspace controller reads Pods (readiness and failure
 reasons, :mod:`.workspace.status`) and Nodes (:mod:`.workspace.nodes`, through
@@ -10,8 +10,9 @@ absent key: ``tests/unit/test_cached_fields.py`` runs the readers on transformed
 Dropped: a Pod's whole ``spec`` and its status addresses, QoS class and per-container image,
 IDs, resources and mounts; a Node's image list, ``nodeInfo``, addresses, daemon endpoints, CIDRs
 and the ``lastHeartbeatTime`` of its conditions (which would otherwise change the cached object
-at every heartbeat). Everything else the operator caches (its own children and CRDs) is kept
-whole but for managedFields. The operator caches no ReplicaSets (it reads its Deployments'
+at every heartbeat); the pod template and selector of the Deployments, StatefulSets and Jobs.
+Everything else the operator caches (Workspaces, Machines, Services, ConfigMaps, revisions) is
+kept whole but for managedFields. The operator caches no ReplicaSets (it reads its Deployments'
 status instead).
 """
 
@@ -19,10 +20,10 @@ from __future__ import annotations
 
 from typing import Final
 
-from kaito_core.engine import NODE, POD, ResourceKind, SharedCache
+from kaito_core.engine import DEPLOYMENT, JOB, NODE, POD, STATEFULSET, ResourceKind, SharedCache
 from kaito_core.engine.transforms import Transform, keep_fields
 
-__all__ = ["CACHED_FIELDS", "CACHE_TRANSFORMS", "NODE_FIELDS", "POD_FIELDS", "keep_read_fields"]
+__all__ = ["CACHED_FIELDS", "CACHE_TRANSFORMS", "NODE_FIELDS", "POD_FIELDS", "WORKLOAD_FIELDS", "keep_read_fields"]
 
 _CONDITION = ("type", "status", "reason", "message", "lastTransitionTime")
 _CONTAINER_STATUS = ("name", "state", "lastState")
@@ -47,7 +48,18 @@ POD_FIELDS: Final[tuple[str, ...]] = (
     *(f"status.initContainerStatuses[].{key}" for key in _CONTAINER_STATUS),  # the weights puller
 )
 
-CACHED_FIELDS: Final[dict[ResourceKind, tuple[str, ...]]] = {NODE: NODE_FIELDS, POD: POD_FIELDS}
+# The workloads the Workspace controller applies: it tells "already applied" by the applied-hash
+# annotation and readiness by the status (:func:`.workspace.status.inference_check`,
+# :func:`.workspace.status.job_checks`), never by reading back the pod template it wrote.
+WORKLOAD_FIELDS: Final[tuple[str, ...]] = (
+    "metadata",  # the applied-hash and tuning-hash annotations, generation, owner references
+    "spec.replicas",
+    "status",
+)
+
+CACHED_FIELDS: Final[dict[ResourceKind, tuple[str, ...]]] = {
+    NODE: NODE_FIELDS, POD: POD_FIELDS, DEPLOYMENT: WORKLOAD_FIELDS, STATEFULSET: WORKLOAD_FIELDS,
+    JOB: WORKLOAD_FIELDS}
 # Built once: the cache accepts the same transform from every controller that declares it.
 CACHE_TRANSFORMS: Final[dict[ResourceKind, Transform]] = {
     kind: keep_fields(*paths) for kind, paths in CACHED_FIELDS.items()}

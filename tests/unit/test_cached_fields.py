@@ -14,7 +14,7 @@ from kaito_core.controllers.cached_fields import CACHE_TRANSFORMS, CACHED_FIELDS
 from kaito_core.controllers.machine.watches import node_machine_index, node_provider_id_index
 from kaito_core.controllers.workspace import node_facts_changed, pod_to_workspace
 from kaito_core.controllers.workspace.status import inference_check, job_checks, pod_problem
-from kaito_core.engine import NODE, POD, not_just_a_heartbeat
+from kaito_core.engine import DEPLOYMENT, JOB, NODE, POD, STATEFULSET, not_just_a_heartbeat
 from kaito_core.engine.indexers import controller_uid_index, label_pair_index, owner_uid_index
 from kaito_core.provisioning import allocatable_gpus, node_is_ready, node_problem
 from kaito_core.provisioning.nodes import ephemeral_taints
@@ -230,8 +230,67 @@ def test_what_the_cache_drops() -> None:
         assert len(json.dumps(cached)) < 0.4 * len(json.dumps(whole)), kind
 
 
+def a_workload(kind: str, *, ready: int, updated: int, generation: int = 2, observed: int = 2,
+               revisions: tuple[str, str] = ("r1", "r1")) -> dict[str, Any]:
+    """A Deployment or StatefulSet as applied (its pod template is most of it) with a status."""
+    template = PODS["running"]["spec"]
+    return {"apiVersion": "apps/v1", "kind": kind,
+            "metadata": {"name": "ws", "namespace": "default", "generation": generation, "resourceVersion": "9",
+                         "annotations": {"kaito.sh/applied-hash": "abc"},
+                         "ownerReferences": [{"kind": "Workspace", "name": "ws", "uid": "ws-1", "controller": True}]},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"kaito.sh/workspace": "ws"}},
+                     "template": {"metadata": {"labels": {"kaito.sh/workspace": "ws"}}, "spec": template}},
+            "status": {"observedGeneration": observed, "replicas": 2, "readyReplicas": ready,
+                       "updatedReplicas": updated, "currentRevision": revisions[0], "updateRevision": revisions[1]}}
+
+
+WORKLOADS = {
+    "ready": a_workload("Deployment", ready=2, updated=2),
+    "rolling": a_workload("Deployment", ready=2, updated=1),
+    "stale": a_workload("Deployment", ready=2, updated=2, observed=1),
+    "not ready": a_workload("Deployment", ready=1, updated=2),
+    "set ready": a_workload("StatefulSet", ready=2, updated=0),
+    "set rolling": a_workload("StatefulSet", ready=2, updated=0, revisions=("r1", "r2")),
+}
+JOBS = {
+    "running": {**FAILED_JOB, "metadata": {"name": "ws", "annotations": {"kaito.sh/tuning-hash": "t"}},
+                "spec": {"template": {"spec": PODS["running"]["spec"]}}, "status": {"active": 1}},
+    "complete": {**FAILED_JOB, "status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}},
+    "failed": {**FAILED_JOB, "spec": {"template": {"spec": PODS["running"]["spec"]}}},
+}
+
+
+@pytest.mark.parametrize("state", WORKLOADS)
+def test_workload_readers_answer_the_same_on_the_cached_workload(state: str) -> None:
+    workload = WORKLOADS[state]
+    kind = STATEFULSET if workload["kind"] == "StatefulSet" else DEPLOYMENT
+    cached = trimmed(kind, workload)
+    assert "template" not in cached["spec"]
+    pods = [PODS["crash-loop"]]
+    assert inference_check(cached, pods) == inference_check(workload, pods)
+    assert cached["metadata"] == workload["metadata"]  # the applied hash, the owner
+
+
+@pytest.mark.parametrize("state", JOBS)
+def test_job_readers_answer_the_same_on_the_cached_job(state: str) -> None:
+    job = JOBS[state]
+    cached = trimmed(JOB, job)
+    assert "spec" not in cached or "template" not in cached["spec"]
+    assert job_checks(cached, [PODS["evicted"]]) == job_checks(job, [PODS["evicted"]])
+    assert cached["metadata"] == job["metadata"]
+
+
+def test_the_workload_fixtures_reach_every_branch() -> None:
+    answers = {state: inference_check(w, []).status for state, w in WORKLOADS.items()}
+    assert answers == {"ready": "True", "rolling": "False", "stale": "False", "not ready": "False",
+                       "set ready": "True", "set rolling": "False"}
+    assert {state: job_checks(j, [])[1].reason for state, j in JOBS.items()} == {
+        "running": "Pending", "complete": "JobSucceeded", "failed": "JobFailed"}
+    assert job_checks(JOBS["running"], [])[0].reason == "JobStarted"
+
+
 def test_one_declaration_per_kind() -> None:
-    assert set(CACHED_FIELDS) == {NODE, POD}
+    assert set(CACHED_FIELDS) == {NODE, POD, DEPLOYMENT, STATEFULSET, JOB}
     assert all(paths[0] == "metadata" for paths in CACHED_FIELDS.values())
 
 
