@@ -68,6 +68,8 @@ class PodmanPod:
     """Image as the spec names it -> the local image to run instead (no registry serves ours)."""
     config_maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    """The pod's annotations (what a ``downwardAPI`` volume projects)."""
     claims: Mapping[str, Path] = field(default_factory=dict)
     """PersistentVolumeClaim name -> the host folder that backs it."""
     name: str = "pod"
@@ -92,6 +94,8 @@ class PodmanPod:
                 if cm not in self.config_maps:
                     raise PodmanError(f"volume {vname}: ConfigMap {cm} not given to the pod runner")
                 self._write_items(folder, self.config_maps[cm], volume["configMap"].get("items"))
+            elif "downwardAPI" in volume:
+                self._write_items(folder, self._downward(vname, volume["downwardAPI"]), None)
             elif "secret" in volume:
                 secret = volume["secret"]["secretName"]
                 if secret not in self.secrets and volume["secret"].get("optional"):
@@ -112,6 +116,17 @@ class PodmanPod:
             made[vname] = folder
         self._volumes = made
         return made
+
+    def _downward(self, vname: str, source: Mapping[str, Any]) -> dict[str, str]:
+        """``metadata.annotations['key']`` items, as the kubelet projects them (the others are not needed)."""
+        out: dict[str, str] = {}
+        for item in source.get("items") or ():
+            path = (item.get("fieldRef") or {}).get("fieldPath", "")
+            key = path.removeprefix("metadata.annotations['").removesuffix("']")
+            if key == path or key not in self.annotations:
+                raise PodmanError(f"volume {vname}: field {path!r} is not an annotation given to the pod runner")
+            out[str(item["path"])] = self.annotations[key]
+        return out
 
     @staticmethod
     def _write_items(folder: Path, data: Mapping[str, str], items: list[dict[str, str]] | None) -> None:

@@ -100,9 +100,10 @@ async def test_inference_examples_become_ready(kube_cluster: Cluster, kube_names
                 assert env["phi-3-adapter"] == "1.0"
                 assert json.loads(env["KAITO_ADAPTER_STRENGTHS"]) == {"phi-3-adapter": 1.0}
 
-            # The default inference ConfigMap, made from the preset.
-            cm = await client.get(CONFIGMAP, f"{name}-inference-config", ns)
-            assert "served_model_name: phi-3-mini" in cm["data"]["inference_config.yaml"]
+            # The default inference config, made from the preset, rides in the pod template (no ConfigMap).
+            config = deployment["spec"]["template"]["metadata"]["annotations"]["kaito.sh/inference-config"]
+            assert "served_model_name: phi-3-mini" in config
+            assert await client.get_or_none(CONFIGMAP, f"{name}-inference-config", ns) is None
 
             # Events tell the story.
             events = (await client.list(EVENT, ns)).items
@@ -161,8 +162,7 @@ async def test_byo_nodes_need_no_machine(kube_cluster: Cluster, kube_namespace: 
         async def versions() -> list[str]:
             objs = [await client.get(WORKSPACE, "workspace-phi-3-mini", ns),
                     await client.get(DEPLOYMENT, "workspace-phi-3-mini", ns),
-                    await client.get(SERVICE, "workspace-phi-3-mini", ns),
-                    await client.get(CONFIGMAP, "workspace-phi-3-mini-inference-config", ns)]
+                    await client.get(SERVICE, "workspace-phi-3-mini", ns)]
             return [o["metadata"]["resourceVersion"] for o in objs]
 
         before = await versions()

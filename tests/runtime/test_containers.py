@@ -25,7 +25,7 @@ from kaito_presets import default_catalog
 
 from kaito_core.api import Workspace
 from kaito_core.controllers.workspace.context import BuildContext
-from kaito_core.controllers.workspace.inference import inference_config_map, inference_workload
+from kaito_core.controllers.workspace.inference import default_inference_config_data, inference_workload
 from kaito_core.controllers.workspace.settings import WorkspaceSettings
 from kaito_core.controllers.workspace.tuning import tuning_job
 from kaito_core.testing.images import ImageRef
@@ -110,11 +110,10 @@ def loopback_files(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 def serving_pod(podman: Podman, ws: Workspace, settings: WorkspaceSettings, workdir: Path,
                 images: dict[str, ImageRef], **extra: Any) -> PodmanPod:
     ctx = ctx_for(ws, settings)
-    config = inference_config_map(ctx)
     # CPU: the default config asks for dtype auto and device_map auto; both work on CPU as rendered.
-    spec = inference_workload(ctx, config_data=config["data"])["spec"]["template"]["spec"]
-    return PodmanPod(podman, spec, workdir=workdir, images=_local(settings, images),
-                     config_maps={config["metadata"]["name"]: config["data"]}, name=ws.name, **extra)
+    template = inference_workload(ctx, config_data=default_inference_config_data(ctx))["spec"]["template"]
+    return PodmanPod(podman, template["spec"], workdir=workdir, images=_local(settings, images),
+                     annotations=template["metadata"]["annotations"], name=ws.name, **extra)
 
 
 def _local(settings: WorkspaceSettings, images: dict[str, ImageRef]) -> dict[str, str]:

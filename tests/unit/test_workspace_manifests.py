@@ -16,8 +16,8 @@ from kaito_core.controllers.workspace import WorkspaceSettings
 from kaito_core.controllers.workspace.context import BuildContext
 from kaito_core.controllers.workspace.inference import (
     CONFIG_HASH_ANNOTATION,
+    default_inference_config_data,
     headless_service,
-    inference_config_map,
     inference_service,
     inference_workload,
     is_distributed,
@@ -70,7 +70,11 @@ def test_single_node_preset_is_a_deployment_with_the_runtime_command() -> None:
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
-    assert volumes[mounts["/mnt/config"]]["configMap"]["name"] == "workspace-phi-3-mini-inference-config"
+    # The default config rides in the pod template; a downwardAPI volume puts it where the server reads it.
+    (item,) = volumes[mounts["/mnt/config"]]["downwardAPI"]["items"]
+    assert item == {"path": "inference_config.yaml",
+                    "fieldRef": {"fieldPath": "metadata.annotations['kaito.sh/inference-config']"}}
+    assert "served_model_name: phi-3-mini-4k-instruct" in pod["metadata"]["annotations"]["kaito.sh/inference-config"]
     assert {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"} in spec["tolerations"]
     terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert terms == [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n0"]}]}]
@@ -141,8 +145,10 @@ def test_service_ports_and_load_balancer_annotation() -> None:
 
 
 def test_default_inference_config_is_what_the_server_reads() -> None:
-    cm = inference_config_map(ctx_for(workspace()))
-    config = InferenceConfig.model_validate(yaml.safe_load(cm["data"]["inference_config.yaml"]))
+    ctx = ctx_for(workspace())
+    text = inference_workload(ctx, config_data=default_inference_config_data(ctx))["spec"]["template"][
+        "metadata"]["annotations"]["kaito.sh/inference-config"]
+    config = InferenceConfig.model_validate(yaml.safe_load(text))
     assert config.model == "/workspace/weights"
     assert config.served_model_name == "phi-3-mini-4k-instruct"
     assert config.port == 5000 and config.adapters_dir == "/mnt/adapter"

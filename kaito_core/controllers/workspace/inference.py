@@ -1,4 +1,9 @@
-"""The inference workload: ConfigMap, Deployment or StatefulSet, Services. Pure manifest builders.
+"""The inference workload: Deployment or StatefulSet, Services. Pure manifest builders.
+
+The preset's default ``inference_config.yaml`` travels in the pod template (annotation
+``kaito.sh/inference-config``, projected into ``/mnt/config`` by a downwardAPI volume): one object
+fewer to write per Workspace than a ConfigMap, it changes with the template it belongs to, and
+``kubectl get deployment -o yaml`` shows it. A user's ``inference.config`` ConfigMap is mounted as is.
 
 * one node per replica (the preset fits one node): a Deployment, ``count`` replicas, one per node;
 * a preset split across several nodes: a StatefulSet (rank = pod index) plus a headless Service
@@ -40,9 +45,10 @@ from kaito_core.controllers.workspace.weights import (
 
 __all__ = [
     "CONFIG_HASH_ANNOTATION",
+    "INFERENCE_CONFIG_ANNOTATION",
     "default_inference_config",
+    "default_inference_config_data",
     "headless_service",
-    "inference_config_map",
     "inference_config_name",
     "inference_service",
     "inference_workload",
@@ -52,6 +58,8 @@ __all__ = [
 ]
 
 CONFIG_HASH_ANNOTATION = "kaito.sh/config-hash"
+#: The pod template's annotation that holds the default inference config (a downwardAPI volume mounts it).
+INFERENCE_CONFIG_ANNOTATION = "kaito.sh/inference-config"
 _CONFIG_VOLUME = "config-volume"
 _SHM_VOLUME = "dshm"
 
@@ -82,9 +90,8 @@ def sized_max_model_len(ctx: BuildContext) -> int:
 
 
 def inference_config_name(ctx: BuildContext) -> str:
-    """The ConfigMap the server reads: the user's ``inference.config`` or our default one."""
-    assert ctx.ws.inference is not None
-    return ctx.ws.inference.config or config_map_name(ctx.name, "inference")
+    """The name of the default config's ConfigMap that earlier versions made (the reconciler removes it)."""
+    return config_map_name(ctx.name, "inference")
 
 
 def default_inference_config(ctx: BuildContext) -> dict[str, Any]:
@@ -113,11 +120,18 @@ def default_inference_config(ctx: BuildContext) -> dict[str, Any]:
     return config
 
 
-def inference_config_map(ctx: BuildContext) -> dict[str, Any]:
-    data = yaml.safe_dump(default_inference_config(ctx), sort_keys=False)
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": ctx.metadata(inference_config_name(ctx)),
-            "data": {rt.INFERENCE_CONFIG_KEY: data}}
+def default_inference_config_data(ctx: BuildContext) -> dict[str, str]:
+    """The default config as ConfigMap-style data (``inference_config.yaml`` -> YAML)."""
+    return {rt.INFERENCE_CONFIG_KEY: yaml.safe_dump(default_inference_config(ctx), sort_keys=False)}
+
+
+def _config_volume(ctx: BuildContext) -> dict[str, Any]:
+    assert ctx.ws.inference is not None
+    if ctx.ws.inference.config:
+        return {"name": _CONFIG_VOLUME, "configMap": {"name": ctx.ws.inference.config}}
+    return {"name": _CONFIG_VOLUME, "downwardAPI": {"items": [
+        {"path": rt.INFERENCE_CONFIG_KEY,
+         "fieldRef": {"fieldPath": f"metadata.annotations['{INFERENCE_CONFIG_ANNOTATION}']"}}]}}
 
 
 def config_hash(data: dict[str, Any] | None) -> str:
@@ -182,7 +196,7 @@ def preset_pod_spec(ctx: BuildContext, *, config_data: dict[str, Any] | None = N
         shm["sizeLimit"] = ctx.settings.shm_size
     volumes: list[dict[str, Any]] = [
         {"name": _SHM_VOLUME, "emptyDir": shm},
-        {"name": _CONFIG_VOLUME, "configMap": {"name": inference_config_name(ctx)}},
+        _config_volume(ctx),
         *adapter_volumes(inference.adapters),
         *weights_volumes(ctx),
     ]
@@ -247,6 +261,10 @@ def inference_workload(ctx: BuildContext, *, config_data: dict[str, Any] | None 
         distributed = is_distributed(ctx)
         # A change of the ConfigMap's content rolls the pods too.
         annotations[CONFIG_HASH_ANNOTATION] = config_hash(config_data)
+        if not ctx.ws.inference.config:
+            data = config_data if config_data and rt.INFERENCE_CONFIG_KEY in config_data \
+                else default_inference_config_data(ctx)
+            annotations[INFERENCE_CONFIG_ANNOTATION] = str(data[rt.INFERENCE_CONFIG_KEY])
     template: dict[str, Any] = {"metadata": {"labels": labels}, "spec": spec}
     if annotations:
         template["metadata"]["annotations"] = annotations

@@ -9,6 +9,7 @@ for a node the user brings, by :func:`kaito_core.provisioning.node_problem`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -282,6 +283,9 @@ class ResourceState:
     ready: bool
     reason: str
     message: str
+    usable: tuple[str, ...] = ()
+    """The nodes of the plan that can take the workload now (``status.workerNodes``): a node still
+    coming up is not listed, so the status is not written once more when it registers."""
 
 
 def _machine_failure(machine: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -313,9 +317,27 @@ def _byo_waiting(name: str, node: Mapping[str, Any] | None) -> str | None:
     return f"node {name} is not Ready yet"
 
 
-def resource_state(plan: NodePlan, nodes_by_name: Mapping[str, Mapping[str, Any]]) -> ResourceState:
+def resource_state(plan: NodePlan, nodes_by_name: Mapping[str, Mapping[str, Any]], *,
+                   detail: bool = True) -> ResourceState:
     """ResourceReady: every node the Workspace needs exists and can take the workload: its
-    Machine is Ready, or (a node the user brings) it passes :func:`node_problem`."""
+    Machine is Ready, or (a node the user brings) it passes :func:`node_problem`.
+
+    ``detail=False`` (a wait that is still young): while Machines come up, one steady message that
+    names them instead of echoing each step of theirs (launched, registered, tainted, ...), so a
+    Workspace's status is written once for the whole wait, not once per Machine step; their
+    failures still show at once, and a wait that lasts gets the detail.
+    """
+    state = _resource_state(plan, nodes_by_name, detail)
+    machine_of = {machine_node_name(m): m for m in plan.machines}
+
+    def usable(name: str) -> bool:
+        owner = machine_of.get(name)
+        return (_machine_waiting(owner, name) if owner else _byo_waiting(name, nodes_by_name.get(name))) is None
+
+    return dataclasses.replace(state, usable=tuple(n for n in plan.nodes if usable(n)))
+
+
+def _resource_state(plan: NodePlan, nodes_by_name: Mapping[str, Mapping[str, Any]], detail: bool) -> ResourceState:
     for machine in plan.machines:
         failure = _machine_failure(machine)
         if failure is not None:
@@ -323,6 +345,14 @@ def resource_state(plan: NodePlan, nodes_by_name: Mapping[str, Mapping[str, Any]
             return ResourceState(False, reason, f"Machine {meta(machine).name} cannot be provisioned: {message}")
     missing = len(plan.create_slots)
     pending = [meta(m).name for m in plan.machines if not machine_node_name(m)]
+    if not detail:
+        coming = sorted(meta(m).name for m in plan.machines
+                        if _machine_waiting(m, machine_node_name(m) or "") is not None)
+        if missing or coming:
+            named = f"Machine {', '.join(coming)} (kubectl describe machine says how far each is)" if coming else ""
+            parts = [f"{missing} to create"] * bool(missing) + [f"waiting for {named}"] * bool(coming)
+            return ResourceState(False, WorkspaceReason.PROVISIONING_NODES,
+                                 f"provisioning {plan.required} GPU node(s): {'; '.join(parts)}")
     if missing or pending:
         parts = []
         if missing:

@@ -14,6 +14,7 @@ next run; names are deterministic, so a stale cache cannot create a second objec
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Mapping
@@ -25,12 +26,14 @@ from kaito_presets import Catalog, GpuSku, ModelPreset, default_catalog
 from kaito_core.api import (
     ANNOTATION_REVISION,
     CONDITION_FALSE,
+    CONDITION_TRUE,
     LABEL_WORKSPACE,
     LABEL_WORKSPACE_NAMESPACE,
     MAX_NODE_COUNT,
     WORKSPACE_FINALIZER,
     FieldError,
     Workspace,
+    WorkspaceConditionType,
     WorkspaceReason,
     WorkspaceState,
     parse_workspace,
@@ -40,8 +43,9 @@ from kaito_core.api.configmaps import describe_config_errors, validate_inference
 from kaito_core.controllers.workspace.auth import generated_api_key_secret
 from kaito_core.controllers.workspace.context import BuildContext
 from kaito_core.controllers.workspace.inference import (
+    default_inference_config_data,
     headless_service,
-    inference_config_map,
+    inference_config_name,
     inference_service,
     inference_workload,
     is_distributed,
@@ -67,7 +71,7 @@ from kaito_core.controllers.workspace.status import (
     inference_check,
     job_checks,
     status_equal,
-    transitions,
+    status_events,
 )
 from kaito_core.controllers.workspace.tuning import (
     TUNING_HASH_ANNOTATION,
@@ -91,6 +95,7 @@ from kaito_core.engine import (
     Client,
     ConflictError,
     EventRecorder,
+    EventType,
     NotFoundError,
     Request,
     ResourceKind,
@@ -147,26 +152,56 @@ class WorkspaceReconciler:
         self.catalog = catalog or default_catalog()
         self.provisioner = provisioner
         self.install = install
+        self._metadata_written: dict[tuple[str, str], str | None] = {}
+        """Workspace -> the resourceVersion its finalizer/revision patch was made from, until the cache moves on."""
+        self._status_written: dict[tuple[str, str], tuple[str | None, dict[str, Any]]] = {}
+        """Workspace -> (the resourceVersion a status patch was computed from, the status it wrote), until
+        the cache shows a newer version (one entry per Workspace whose status is in flight)."""
         """Stamped on every Machine (``kaito.sh/install``): what the leak collector may delete."""
 
     # ------------------------------------------------------------------ entry
 
     async def reconcile(self, request: Request) -> Result:
         obj = self.cache.get(WORKSPACE, request.namespace, request.name)
+        key = (str(request.namespace), request.name)
+        if obj is None or _meta(obj).get("deletionTimestamp"):
+            self._status_written.pop(key, None)
+            self._metadata_written.pop(key, None)
         if obj is None:
             return Result()  # gone: children follow by ownerReference
         if _meta(obj).get("deletionTimestamp"):
             return await self._teardown(obj)
-        if WORKSPACE_FINALIZER not in (_meta(obj).get("finalizers") or []):
-            try:
-                obj = await self._set_finalizers(obj, [*(_meta(obj).get("finalizers") or []), WORKSPACE_FINALIZER])
-            except ConflictError:
-                return Result(requeue=True)  # the cache was behind; the next run sees the newer object
+        if self._metadata_written.get(key) == _meta(obj).get("resourceVersion"):
+            # Our finalizer/revision patch is not in the cache yet: a patch now would only be refused
+            # (Conflict); the watch event of that patch brings the next pass.
+            return Result(requeue_after=1.0)
+        self._metadata_written.pop(key, None)
         errors = validate_workspace(obj, catalog=self.catalog)
         ws, parse_errors = parse_workspace(obj)
-        if errors or ws is None:
+        digest = spec_hash(ws) if not errors and ws is not None else None
+        try:
+            obj = await self._ensure_metadata(obj, digest)
+        except ConflictError:
+            return Result(requeue=True)  # the cache was behind; the next run sees the newer object
+        if errors or ws is None or digest is None:
             return await self._invalid(obj, errors or parse_errors)
-        return await self._reconcile_valid(obj, ws)
+        return await self._reconcile_valid(obj, ws, digest)
+
+    async def _ensure_metadata(self, obj: dict[str, Any], digest: str | None) -> dict[str, Any]:
+        """The finalizer and the revision annotation in one patch (one write, not two), before any child
+        is made; guarded by resourceVersion, so a stale view answers Conflict and never drops a finalizer."""
+        meta = _meta(obj)
+        finalizers = list(meta.get("finalizers") or [])
+        patch: dict[str, Any] = {"resourceVersion": meta.get("resourceVersion")}
+        if WORKSPACE_FINALIZER not in finalizers:
+            patch["finalizers"] = [*finalizers, WORKSPACE_FINALIZER]
+        if digest is not None and _annotations(obj).get(ANNOTATION_REVISION) != digest:
+            patch["annotations"] = {ANNOTATION_REVISION: digest}
+        if len(patch) == 1:
+            return obj
+        patched = await self.client.patch(WORKSPACE, meta["name"], {"metadata": patch}, meta.get("namespace"))
+        self._metadata_written[(str(meta.get("namespace")), str(meta["name"]))] = meta.get("resourceVersion")
+        return patched
 
     async def _invalid(self, obj: dict[str, Any], errors: list[FieldError]) -> Result:
         message = ("the Workspace is invalid, nothing was created; fix it and apply again: "
@@ -175,16 +210,16 @@ class WorkspaceReconciler:
         await self._write_status(obj, observed)
         return Result()  # reconciled again when it changes
 
-    async def _reconcile_valid(self, obj: dict[str, Any], ws: Workspace) -> Result:
+    async def _reconcile_valid(self, obj: dict[str, Any], ws: Workspace, revision: str) -> Result:
         preset = self.catalog.find_model(ws.preset.name) if ws.preset is not None else None
         sku = self.catalog.find_sku(ws.resource.instance_type) if ws.resource.instance_type else None
-        revision = await self._revision(obj, ws)
-        plan, resource = await self._nodes(ws, preset, sku)
+        await self._revision(obj, ws, revision)
+        plan, resource = await self._nodes(ws, preset, sku, detail=self._long_wait(obj))
         ctx = BuildContext(ws=ws, settings=self.settings, preset=preset, sku=sku or plan.gpus, nodes=plan.nodes,
                            labelled_nodes=frozenset(plan.labelled), revision=revision)
         observed = Observed(generation=_meta(obj).get("generation"), is_tuning=ws.tuning is not None,
                             resource=Check("True" if resource.ready else "False", resource.reason, resource.message),
-                            worker_nodes=plan.nodes)
+                            worker_nodes=list(resource.usable))
         if ws.inference is not None:
             observed.workload = await self._inference(ctx, resource)
             done = observed.workload.ok and resource.ready
@@ -245,7 +280,7 @@ class WorkspaceReconciler:
             return Result()
         except ConflictError:
             return Result(requeue=True)
-        self._event(obj, "Normal", "Deleted", "machines are gone; the workload goes with the Workspace")
+        await self._emit(obj, "Normal", "Deleted", "machines are gone; the workload goes with the Workspace")
         return Result()
 
     async def _stop_workloads(self, namespace: str, name: str, uid: str | None) -> None:
@@ -262,17 +297,13 @@ class WorkspaceReconciler:
 
     # ------------------------------------------------------------------ revision
 
-    async def _revision(self, obj: dict[str, Any], ws: Workspace) -> str:
-        digest = spec_hash(ws)
+    async def _revision(self, obj: dict[str, Any], ws: Workspace, digest: str) -> None:
+        """The ControllerRevision history (the annotation went on with the finalizer)."""
         try:
             await self._record_revision(obj, ws, digest)
         except APIError as exc:
             # The history is for people; it must never hold the Workspace up.
             log.warning("could not record the revision history", error=str(exc))
-        if ws.annotations.get(ANNOTATION_REVISION) != digest:
-            await self.client.patch(WORKSPACE, ws.name, {"metadata": {"annotations": {ANNOTATION_REVISION: digest}}},
-                                    ws.namespace)
-        return digest
 
     async def _record_revision(self, obj: dict[str, Any], ws: Workspace, digest: str) -> None:
         namespace = ws.namespace
@@ -293,8 +324,9 @@ class WorkspaceReconciler:
             except AlreadyExistsError:
                 return  # made by an earlier run the cache has not shown yet
             revisions.append(current)
-            self._event(obj, "Normal", "RevisionCreated",
-                        f"spec revision {current.get('revision')} ({digest}) recorded")
+            if int(current.get("revision") or 0) > 1:  # the first one is the Workspace's creation: no news
+                await self._emit(obj, "Normal", "RevisionCreated",
+                                 f"spec revision {current.get('revision')} ({digest}) recorded")
         for old in prune_revisions(revisions, self.settings.revision_history, name):
             await self.client.delete(CONTROLLERREVISION, old, namespace, missing_ok=True)
 
@@ -313,8 +345,20 @@ class WorkspaceReconciler:
                     found[str(node_name)] = node
         return list(found.values())
 
-    async def _nodes(self, ws: Workspace, preset: ModelPreset | None,
-                     sku: GpuSku | None) -> tuple[NodePlan, ResourceState]:
+    def _long_wait(self, obj: Mapping[str, Any]) -> bool:
+        """ResourceReady has been False for longer than ``status_detail_after_seconds``."""
+        cond = next((c for c in (obj.get("status") or {}).get("conditions") or ()
+                     if c.get("type") == WorkspaceConditionType.RESOURCE_READY), None)
+        if cond is None or cond.get("status") == CONDITION_TRUE:
+            return False
+        try:
+            since = dt.datetime.fromisoformat(str(cond.get("lastTransitionTime")).replace("Z", "+00:00"))
+        except ValueError:
+            return True
+        return (dt.datetime.now(dt.UTC) - since).total_seconds() >= self.settings.status_detail_after_seconds
+
+    async def _nodes(self, ws: Workspace, preset: ModelPreset | None, sku: GpuSku | None, *,
+                     detail: bool = True) -> tuple[NodePlan, ResourceState]:
         machines = self._own_machines(ws.namespace, ws.name)
         nodes = self._candidate_nodes(ws, machines)
         # No instance type: the nodes' GPU feature discovery labels stand in for the SKU (Kaito's BYO).
@@ -327,6 +371,7 @@ class WorkspaceReconciler:
         # the next batch; ResourceReady counts the rest as still to create.
         batch, plan.create_slots = (plan.create_slots[:self.settings.machine_create_batch],
                                     plan.create_slots[self.settings.machine_create_batch:])
+        made: list[str] = []
         for slot in batch:
             manifest = machine_manifest(ws, slot, preset=preset, sku=sku, provisioner=self.provisioner,
                                         install=self.install)
@@ -334,14 +379,17 @@ class WorkspaceReconciler:
                 created = await self.client.create(manifest, kind=MACHINE)
             except AlreadyExistsError:
                 continue  # made by an earlier run the cache has not shown yet
-            self._event_ws(ws, "Normal", "MachineCreated",
-                           f"created Machine {manifest['metadata']['name']} ({ws.resource.instance_type})")
+            made.append(manifest["metadata"]["name"])
             plan.machines.append(created)
+        if made:
+            # "Nodes requested": one Event per batch, not one per Machine.
+            await self._emit(self._ref(ws), "Normal", "MachineCreated",
+                             f"requested {len(made)} {ws.resource.instance_type} node(s): Machine {', '.join(made)}")
         for name in plan.delete_machines:
             await self.client.delete(MACHINE, name, missing_ok=True)
-            self._event_ws(ws, "Normal", "MachineDeleted", f"deleted Machine {name}: not needed any more")
+            await self._emit(self._ref(ws), "Normal", "MachineDeleted", f"deleted Machine {name}: not needed any more")
         nodes_by_name = {_meta(n)["name"]: n for n in nodes}
-        return plan, resource_state(plan, nodes_by_name)
+        return plan, resource_state(plan, nodes_by_name, detail=detail)
 
     # ------------------------------------------------------------------ children
 
@@ -405,9 +453,9 @@ class WorkspaceReconciler:
                     return inference_check(existing, self._pods(ctx), blocked=describe_config_errors(
                         ws.inference.config, "inference.config", problems))
             else:
-                config = inference_config_map(ctx)
-                await self._ensure(config, CONFIGMAP)
-                config_data = config["data"]
+                config_data = default_inference_config_data(ctx)  # carried by the pod template
+            # The default config's ConfigMap of an earlier version is not used any more.
+            await self._delete_owned(CONFIGMAP, ctx.namespace, inference_config_name(ctx), ws.metadata.uid)
         await self._ensure_weights_claim(ctx)
         await self._delete_owned(other, ctx.namespace, ctx.name, ws.metadata.uid)
         workload = await self._ensure(inference_workload(ctx, config_data=config_data), kind)
@@ -432,7 +480,8 @@ class WorkspaceReconciler:
             if not _meta(job).get("deletionTimestamp"):
                 await self.client.delete(JOB, ctx.name, ctx.namespace, missing_ok=True,
                                          propagation_policy="Background")
-                self._event_ws(ws, "Normal", "JobRecreated", "the tuning spec changed; replacing the tuning job")
+                await self._emit(self._ref(ws), "Normal", "JobRecreated",
+                                 "the tuning spec changed; replacing the tuning job")
             return job_checks(None, [])
         if job is None:
             if not resource.ready or not ctx.nodes:
@@ -452,7 +501,7 @@ class WorkspaceReconciler:
             await self._ensure_weights_claim(ctx)
             try:
                 job = await self.client.create(tuning_job(ctx), kind=JOB)
-                self._event_ws(ws, "Normal", "JobCreated", f"created tuning job {ctx.name}")
+                await self._emit(self._ref(ws), "Normal", "JobCreated", f"created tuning job {ctx.name}")
             except AlreadyExistsError:
                 job = await self.client.get_or_none(JOB, ctx.name, ctx.namespace)
         elif not ws.tuning.config:
@@ -462,31 +511,37 @@ class WorkspaceReconciler:
     # ------------------------------------------------------------------ status / events
 
     async def _write_status(self, obj: dict[str, Any], observed: Observed) -> None:
+        """One status patch per reconcile, only when it changed; its Events are written first, so every
+        write a change causes is done by the time the Workspace shows it (nothing drains after Ready)."""
         current = obj.get("status") or {}
         new = compute_status(current, observed)
+        meta = _meta(obj)
+        key = (str(meta.get("namespace")), str(meta["name"]))
+        pending = self._status_written.pop(key, None)
+        if pending is not None and pending[0] == meta.get("resourceVersion"):
+            # The cache has not shown our last status patch yet: compare with what it wrote, or the
+            # next pass (woken by that very patch, or by a child) writes the same status again.
+            self._status_written[key] = pending
+            current = pending[1]
         if status_equal(current, new):
             return
-        meta = _meta(obj)
+        for event in status_events(current, new, warnings=_WARNING_REASONS):
+            await self._emit(obj, event.type, event.reason, event.message)
         try:
             await self.client.patch_status(WORKSPACE, meta["name"], {"status": new}, meta.get("namespace"))
         except NotFoundError:
             return
-        for change in transitions(current, new):
-            warning = change.status == CONDITION_FALSE and change.reason in _WARNING_REASONS
-            self._event(obj, "Warning" if warning else "Normal", change.reason or change.type,
-                        f"{change.type} is {change.status}: {change.message}")
+        self._status_written[key] = (meta.get("resourceVersion"), new)
 
-    def _event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+    @staticmethod
+    def _ref(ws: Workspace) -> dict[str, Any]:
+        return {"apiVersion": WORKSPACE.api_version,
+                "metadata": {"name": ws.name, "namespace": ws.namespace, "uid": ws.metadata.uid}}
+
+    async def _emit(self, obj: Mapping[str, Any], type_: EventType, reason: str, message: str) -> None:
+        """An Event about the Workspace, written before this returns (the recorder folds repeats)."""
         if self.recorder is None:
             return
         ref = {"apiVersion": obj.get("apiVersion") or WORKSPACE.api_version, "kind": "Workspace",
                "metadata": _meta(obj)}
-        if type_ == "Warning":
-            self.recorder.warning(ref, reason, message)
-        else:
-            self.recorder.normal(ref, reason, message)
-
-    def _event_ws(self, ws: Workspace, type_: str, reason: str, message: str) -> None:
-        self._event({"apiVersion": WORKSPACE.api_version,
-                     "metadata": {"name": ws.name, "namespace": ws.namespace, "uid": ws.metadata.uid}},
-                    type_, reason, message)
+        await self.recorder.emit(ref, type_, reason, message)

@@ -68,6 +68,10 @@ class WorkspaceSettings(BaseModel):
     """Workspaces reconciled concurrently (never two reconciles of the same Workspace at once)."""
     requeue_seconds: float = 15.0
     """How often a Workspace that is not yet ready is looked at again even without events (a safety net)."""
+    status_detail_after_seconds: float = Field(default=30.0, ge=0)
+    """How long ResourceReady names the Machines it waits for in one steady message before it echoes
+    each Machine's own words (launched, registered, tainted, ...): a quick wait costs one status write,
+    a slow one says why."""
     teardown_poll_seconds: float = 2.0
     """How often a deleting Workspace checks whether its Machines are gone."""
     machine_create_batch: int = Field(default=8, ge=1)

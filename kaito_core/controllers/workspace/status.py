@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from kaito_core.api import (
     CONDITION_FALSE,
@@ -32,6 +32,7 @@ __all__ = [
     "job_checks",
     "pod_problem",
     "status_equal",
+    "status_events",
     "transitions",
 ]
 
@@ -299,4 +300,51 @@ def transitions(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[T
         prev = before.get(cond["type"])
         if prev is None or prev.get("status") != cond.get("status") or prev.get("reason") != cond.get("reason"):
             out.append(Transition(cond["type"], cond["status"], cond.get("reason", ""), cond.get("message", "")))
+    return out
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+#: Turns to True that are a step a person waits for (one Event each); WorkspaceReady and, for
+#: inference, WorkspaceSucceeded only repeat them.
+_STEPS_INFERENCE = (T.RESOURCE_READY, T.INFERENCE_READY)
+_STEPS_TUNING = (T.RESOURCE_READY, T.JOB_STARTED, T.WORKSPACE_SUCCEEDED)
+
+
+def status_events(old: Mapping[str, Any] | None, new: Mapping[str, Any], *,
+                  warnings: Iterable[str]) -> list[StatusEvent]:
+    """The Events a status change deserves, one per fact a person cares about:
+
+    * a condition turning False with a failure reason: a Warning, always (once per message: the
+      summary conditions repeat the one that failed);
+    * a step turning True: ResourceReady after a wait (nodes ready; not for nodes that were ready
+      before the Workspace came), InferenceReady (serving), JobStarted and the tuning's success;
+    * a step falling back from True (a node lost, replicas gone): a Normal Event naming why.
+
+    Waiting and progress (Pending, Deploying, ProvisioningNodes) get none: the conditions say it.
+    """
+    warn = set(warnings)
+    before = {c.get("type"): c for c in (old or {}).get("conditions") or ()}
+    tuning = any(c.get("type") == T.JOB_STARTED for c in new.get("conditions") or ())
+    steps = _STEPS_TUNING if tuning else _STEPS_INFERENCE
+    out: list[StatusEvent] = []
+    said: set[str] = set()
+    for change in transitions(old, new):
+        prev = before.get(change.type)
+        if change.status == CONDITION_FALSE and change.reason in warn:
+            if change.message not in said:
+                said.add(change.message)
+                out.append(StatusEvent("Warning", change.reason, f"{change.type} is False: {change.message}"))
+        elif change.type not in steps:
+            continue
+        elif change.status == CONDITION_TRUE and (change.type != T.RESOURCE_READY or prev is not None):
+            out.append(StatusEvent("Normal", change.reason or change.type, f"{change.type} is True: {change.message}"))
+        elif change.status != CONDITION_TRUE and prev is not None and prev.get("status") == CONDITION_TRUE:
+            out.append(StatusEvent("Normal", change.reason or change.type,
+                                   f"{change.type} is {change.status}: {change.message}"))
     return out
