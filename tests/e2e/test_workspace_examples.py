@@ -243,7 +243,7 @@ async def test_changing_adapters_rolls_pods_and_keeps_machines(kube_cluster: Clu
 
         ws = await client.get(WORKSPACE, name, ns)
         adapters = ws["inference"]["adapters"] + [
-            {"source": {"name": "second-adapter", "image": "example.com/adapters/second:0.1"}, "strength": "0.5"}]
+            {"source": {"name": "second-adapter", "image": "example.com/adapters/second:0.1"}, "strength": "1.0"}]
         await client.patch(WORKSPACE, name, {"inference": {"adapters": adapters}}, ns)
 
         async def rolled() -> bool:
