@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -25,9 +25,11 @@ from kaito_core.controllers.machine import MachineController, add_machine_contro
 from kaito_core.controllers.workspace import add_workspace_controller
 from kaito_core.engine import AlreadyExistsError, Controller, Manager
 from kaito_core.manager.settings import OperatorSettings
-from kaito_core.manager.webhook_certs import VALIDATING_WEBHOOK_CONFIGURATION, WebhookCertManager, WebhookEndpoint
 from kaito_core.provisioning import Provisioner, load_provisioner
 from kaito_core.provisioning.identity import discover_install_identity
+
+if TYPE_CHECKING:  # the webhook's certificates (and cryptography, 8 MiB) load only when it is served
+    from kaito_core.manager.webhook_certs import WebhookCertManager
 
 __all__ = ["Operator"]
 
@@ -106,6 +108,8 @@ class Operator:
     # -- webhook
 
     async def _serve_webhook(self) -> None:
+        from kaito_core.manager.webhook_certs import WebhookCertManager, WebhookEndpoint
+
         hook = self.settings.webhook
         if hook.cert_dir is not None:  # cert-manager (or an operator-supplied) certificate
             cert_dir = hook.cert_dir
@@ -135,6 +139,8 @@ class Operator:
 
     async def _register(self, server: WebhookServer, ca_pem: bytes) -> None:
         """Local runs: point a ValidatingWebhookConfiguration at this process's URL."""
+        from kaito_core.manager.webhook_certs import VALIDATING_WEBHOOK_CONFIGURATION
+
         hook = self.settings.webhook
         url = f"https://{hook.host}:{server.port}{server.url.split(str(server.port), 1)[1]}"
         body: dict[str, Any] = validating_webhook_configuration(

@@ -26,6 +26,7 @@ from kaito_core.cli.controller import settings_from_args
 from kaito_core.controllers.machine import add_machine_controller
 from kaito_core.controllers.workspace import add_workspace_controller
 from kaito_core.engine import Manager
+from kaito_core.manager import Operator
 from kaito_core.provisioning import load_provisioner
 
 async def main():
@@ -63,6 +64,8 @@ def test_the_operator_does_not_import_the_generated_client(tmp_path: Path) -> No
                  if m.startswith(("kubernetes_asyncio.client.models.", "kubernetes_asyncio.client.api."))]
     assert generated == [], f"{len(generated)} generated modules imported, e.g. {generated[:5]}"
     assert not [m for m in modules if m.startswith(("kaito_core.testing", "kaito_core.cli.realnodes"))]
+    # Without its webhook (--no-webhook) the operator loads no certificate code (cryptography: 8 MiB).
+    assert not [m for m in modules if m.startswith(("cryptography", "kaito_core.manager.webhook_certs"))]
     # ... while the kubeconfig really was loaded by kubernetes_asyncio's own loader.
     assert "kubernetes_asyncio.config.kube_config" in modules
     assert result["auth"] == {"BearerToken": {"type": "api_key", "in": "header", "key": "authorization",
