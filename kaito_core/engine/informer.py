@@ -24,7 +24,7 @@ from kaito_core.engine.errors import APIError, GoneError, error_from_response
 from kaito_core.engine.indexers import IndexFunc
 from kaito_core.engine.resources import ResourceKind, object_key
 from kaito_core.engine.store import Store
-from kaito_core.engine.transforms import Transform, strip_managed_fields
+from kaito_core.engine.transforms import Transform, intern_strings, strip_managed_fields
 
 __all__ = ["EventHandler", "FuncHandler", "Informer", "strip_managed_fields"]
 
@@ -211,7 +211,10 @@ class Informer:
     def _prepare(self, obj: dict[str, Any]) -> dict[str, Any]:
         obj.setdefault("apiVersion", self.kind.api_version)
         obj.setdefault("kind", self.kind.kind)
-        return self.transform(obj) if self.transform else obj
+        kept = self.transform(obj) if self.transform else obj
+        # The cache holds its objects for the life of the process: their repeated strings once.
+        result: dict[str, Any] = intern_strings(kept)
+        return result
 
     async def _list_and_replace(self) -> None:
         try:

@@ -16,11 +16,12 @@ they read; a reader that needs more reads the API server instead.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FieldShape", "Transform", "keep_fields", "strip_managed_fields"]
+__all__ = ["FieldShape", "Transform", "intern_strings", "keep_fields", "strip_managed_fields"]
 
 Transform = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -32,6 +33,28 @@ def strip_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
     meta = obj.get("metadata")
     if meta is not None:
         meta.pop("managedFields", None)
+    return obj
+
+
+#: Strings up to this long are interned: keys, names, label values, condition types and reasons
+#: (what repeats across a kind's objects); a longer one (a message, a JSON annotation) rarely does.
+INTERN_MAX_LENGTH = 64
+
+
+def intern_strings(obj: Any) -> Any:
+    """``obj`` with every dict key and every short string value interned (rebuilt, not copied twice).
+
+    Each watch event and LIST page is parsed afresh, so N cached objects hold N copies of
+    "metadata", "conditions", "True", "kaito.sh/workspace", their namespace...: half the cache's
+    memory at a few hundred Workspaces. Interned, each is held once; objects cached are never
+    mutated in place (readers get copies), so sharing the strings is safe.
+    """
+    if isinstance(obj, dict):
+        return {sys.intern(k) if isinstance(k, str) else k: intern_strings(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [intern_strings(v) for v in obj]
+    if isinstance(obj, str) and len(obj) <= INTERN_MAX_LENGTH:
+        return sys.intern(obj)
     return obj
 
 

@@ -304,3 +304,30 @@ async def test_shared_cache_shares_informers(api: FakeAPI) -> None:
     assert cache.informer(CONFIGMAP, label_selector="a=b") is not cache.informer(CONFIGMAP)
     with pytest.raises(CacheNotWatchingError):
         cache.get(CONFIGMAP.__class__("", "v1", "Secret", "secrets"), "ns", "x")
+
+
+async def test_cached_objects_share_their_repeated_strings(api: FakeAPI) -> None:
+    api.add_list(10, cm("a", 5), cm("b", 6))
+    stream = api.new_stream()
+    inf = informer_for(api)
+    inf.start()
+    assert await inf.wait_for_sync(2)
+    stream.push("ADDED", cm("c", 11))  # parsed on its own, apart from the LIST page
+    await until(lambda: ("ns", "c") in inf.store)
+    a, b, c = (inf.store.get("ns", name, copy=False) for name in "abc")
+    assert a is not None and b is not None and c is not None
+    # One string object for a key or a short value however many objects carry it.
+    key_a, key_c = (next(k for k in obj if k == "metadata") for obj in (a, c))
+    assert key_a is key_c
+    assert a["metadata"]["namespace"] is b["metadata"]["namespace"] is c["metadata"]["namespace"]
+    await inf.stop()
+
+
+def test_intern_strings_leaves_long_values_and_other_types_alone() -> None:
+    from kaito_core.engine.transforms import INTERN_MAX_LENGTH, intern_strings
+
+    long = "x" * (INTERN_MAX_LENGTH + 1)
+    obj = json.loads(json.dumps({"k": [long, 1, None, True, {"deep": "v"}]}))
+    out = intern_strings(obj)
+    assert out == obj
+    assert out["k"][0] is obj["k"][0]  # a message, a JSON annotation: kept as it is
