@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kaito_core.api import ANNOTATION_NODE_IMAGE_FAMILY, LABEL_INSTANCE_TYPE
 from kaito_core.provisioning import NodeRef, parse_quantity
 
 __all__ = [
@@ -22,9 +23,10 @@ __all__ = [
     "view_machine",
 ]
 
-IMAGE_FAMILY_ANNOTATION = "kaito.sh/node-image-family"
+#: The Workspace annotation the Machine carries (one home: kaito_core.api).
+IMAGE_FAMILY_ANNOTATION = ANNOTATION_NODE_IMAGE_FAMILY
 OS_DISK_ANNOTATION = "kaito.sh/node-os-disk-size-gb"
-INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+INSTANCE_TYPE_LABEL = LABEL_INSTANCE_TYPE
 
 
 @dataclass(frozen=True)
