@@ -30,7 +30,16 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from kaito_presets import RUNTIME_VLLM, RUNTIMES, Catalog, GpuSku, ModelPreset, default_catalog, format_quantity
+from kaito_presets import (
+    RUNTIME_TRANSFORMERS,
+    RUNTIME_VLLM,
+    RUNTIMES,
+    Catalog,
+    GpuSku,
+    ModelPreset,
+    default_catalog,
+    format_quantity,
+)
 from kaito_presets.egress import address_problem, redact_url
 from kaito_presets.sizing import nodes_needed
 from pydantic import ValidationError
@@ -68,6 +77,7 @@ __all__ = [
     "SAFE_VOLUME_KINDS",
     "check_workspace",
     "parse_workspace",
+    "resolve_runtime",
     "url_problem",
     "validate_workspace",
 ]
@@ -228,9 +238,10 @@ def url_problem(url: str) -> tuple[str, str] | None:
 
 
 class _Validator:
-    def __init__(self, ws: Workspace, catalog: Catalog):
+    def __init__(self, ws: Workspace, catalog: Catalog, *, default_runtime: str | None = None):
         self.ws = ws
         self.catalog = catalog
+        self.default_runtime = default_runtime
         self.errors: list[FieldError] = []
         annotations = ws.metadata.annotations or {}
         self.bypass = annotations.get(ANNOTATION_BYPASS_RESOURCE_CHECKS, "").lower() == "true"
@@ -586,7 +597,7 @@ class _Validator:
     def check_adapter_runtime(self, preset: ModelPreset, adapters: list[AdapterSpec]) -> None:
         """vLLM serves each adapter as a model of its own at full strength and cannot scale one: refuse a
         strength other than 1 there, as Kaito does, rather than ignore it (docs/runtimes.md)."""
-        runtime = (self.ws.metadata.annotations or {}).get(ANNOTATION_RUNTIME) or preset.default_runtime
+        runtime = resolve_runtime(self.ws.runtime, self.default_runtime, preset)
         if runtime != RUNTIME_VLLM:
             return
         for index, adapter in enumerate(adapters):
@@ -743,7 +754,21 @@ def _immutability(new: Workspace, old: Workspace) -> list[FieldError]:
     return errors
 
 
-def validate_workspace(obj: Any, old: Any = None, *, catalog: Catalog | None = None) -> list[FieldError]:
+def resolve_runtime(wanted: str | None, default: str | None, preset: ModelPreset | None) -> str:
+    """The runtime a Workspace's pods run: the ``kaito.sh/runtime`` annotation, else the operator's
+    ``default_runtime``, when the preset offers it; else the preset's own default (transformers
+    for a pod template, which has no preset). The one rule: the reconciler builds pods with it and
+    the validator judges runtime-specific fields (adapter strength) with it."""
+    wanted = wanted or default
+    if preset is None:
+        return wanted or RUNTIME_TRANSFORMERS
+    if wanted and wanted in preset.runtimes:
+        return wanted
+    return preset.default_runtime
+
+
+def validate_workspace(obj: Any, old: Any = None, *, catalog: Catalog | None = None,
+                       default_runtime: str | None = None) -> list[FieldError]:
     """Every problem with ``obj`` (a Workspace or a dict); [] when it is valid.
 
     ``old`` is the Workspace before an update (webhook: ``oldObject``), for the
@@ -752,7 +777,7 @@ def validate_workspace(obj: Any, old: Any = None, *, catalog: Catalog | None = N
     ws, errors = parse_workspace(obj)
     if ws is None:
         return errors
-    errors = _Validator(ws, catalog or default_catalog()).run()
+    errors = _Validator(ws, catalog or default_catalog(), default_runtime=default_runtime).run()
     if old is not None:
         old_ws, _ = parse_workspace(old)
         if old_ws is not None:
@@ -760,9 +785,10 @@ def validate_workspace(obj: Any, old: Any = None, *, catalog: Catalog | None = N
     return errors
 
 
-def check_workspace(obj: Any, old: Any = None, *, catalog: Catalog | None = None) -> Workspace:
+def check_workspace(obj: Any, old: Any = None, *, catalog: Catalog | None = None,
+                    default_runtime: str | None = None) -> Workspace:
     """The parsed Workspace when valid; raises :class:`WorkspaceValidationError` listing every problem."""
-    errors = validate_workspace(obj, old, catalog=catalog)
+    errors = validate_workspace(obj, old, catalog=catalog, default_runtime=default_runtime)
     if errors:
         raise WorkspaceValidationError(errors)
     ws, _ = parse_workspace(obj)

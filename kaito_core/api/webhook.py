@@ -84,7 +84,8 @@ def _watched(obj: Mapping[str, Any]) -> tuple[Any, ...]:
     return obj.get("resource"), obj.get("inference"), obj.get("tuning"), annotations
 
 
-def admission_review(review: Any, *, catalog: Catalog | None = None) -> dict[str, Any]:
+def admission_review(review: Any, *, catalog: Catalog | None = None,
+                     default_runtime: str | None = None) -> dict[str, Any]:
     """Answer one AdmissionReview v1 request (raises ``ValueError`` if it is not one)."""
     request = review.get("request") if isinstance(review, Mapping) else None
     if not isinstance(request, Mapping) or not isinstance(request.get("uid"), str):
@@ -104,7 +105,7 @@ def admission_review(review: Any, *, catalog: Catalog | None = None) -> dict[str
             return _response(uid, True)
         if isinstance(old, Mapping) and _watched(obj) == _watched(old):
             return _response(uid, True)
-    errors = validate_workspace(obj, old, catalog=catalog)
+    errors = validate_workspace(obj, old, catalog=catalog, default_runtime=default_runtime)
     if errors:
         metadata = obj.get("metadata") if isinstance(obj, Mapping) else None
         name = metadata.get("name") if isinstance(metadata, Mapping) else None
@@ -113,8 +114,11 @@ def admission_review(review: Any, *, catalog: Catalog | None = None) -> dict[str
     return _response(uid, not errors, errors)
 
 
-def make_webhook_app(catalog: Catalog | None = None) -> web.Application:
-    """An aiohttp app serving ``POST /validate-workspace`` (and ``GET /healthz``)."""
+def make_webhook_app(catalog: Catalog | None = None, default_runtime: str | None = None) -> web.Application:
+    """An aiohttp app serving ``POST /validate-workspace`` (and ``GET /healthz``).
+
+    ``default_runtime``: the operator's (``WorkspaceSettings.default_runtime``), so admission judges
+    runtime-specific fields as the reconciler will."""
 
     async def validate(request: web.Request) -> web.Response:
         try:
@@ -122,7 +126,7 @@ def make_webhook_app(catalog: Catalog | None = None) -> web.Application:
             if json_depth(text, stop_above=MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
                 raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
             review = json.loads(text)
-            answer = admission_review(review, catalog=catalog)
+            answer = admission_review(review, catalog=catalog, default_runtime=default_runtime)
         except ValueError as exc:  # includes JSON decode errors
             return web.json_response({"error": f"bad AdmissionReview: {exc}"}, status=400)
         except RecursionError:  # not reachable within MAX_JSON_DEPTH; kept so it can never be a 500
@@ -148,12 +152,13 @@ class WebhookServer:
     """
 
     def __init__(self, cert_file: Path | str, key_file: Path | str, *, host: str = "0.0.0.0",
-                 port: int = 9443, catalog: Catalog | None = None):
+                 port: int = 9443, catalog: Catalog | None = None, default_runtime: str | None = None):
         self.cert_file = Path(cert_file)
         self.key_file = Path(key_file)
         self.host = host
         self._port = port
         self._catalog = catalog
+        self._default_runtime = default_runtime
         self._ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._ssl.minimum_version = ssl.TLSVersion.TLSv1_2
         self._ssl.load_cert_chain(self.cert_file, self.key_file)
@@ -166,7 +171,7 @@ class WebhookServer:
     async def start(self) -> None:
         if self._runner is not None:
             return
-        runner = web.AppRunner(make_webhook_app(self._catalog), access_log=None)
+        runner = web.AppRunner(make_webhook_app(self._catalog, self._default_runtime), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self._port, ssl_context=self._ssl)
         await site.start()

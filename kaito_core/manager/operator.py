@@ -123,7 +123,8 @@ class Operator:
             )
             # A local run registers the configuration itself below, with the CA in it.
             await self.certs.ensure(patch_ca_bundle=not hook.register_configuration)
-        server = WebhookServer(cert_dir / "tls.crt", cert_dir / "tls.key", host=hook.bind_address, port=hook.port)
+        server = WebhookServer(cert_dir / "tls.crt", cert_dir / "tls.key", host=hook.bind_address, port=hook.port,
+                               default_runtime=self.settings.workspace.default_runtime)
         await server.start()
         self.webhook = server
         try:

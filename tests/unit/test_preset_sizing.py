@@ -11,7 +11,7 @@ from kaito_presets import ModelPreset, default_catalog
 from kaito_presets.runtime.inference.config import InferenceConfig
 from kaito_presets.sizing import max_model_len, smallest_fit
 
-from kaito_core.api import Workspace, validate_workspace
+from kaito_core.api import Workspace, parse_workspace, validate_workspace
 from kaito_core.controllers.workspace import WorkspaceSettings
 from kaito_core.controllers.workspace.context import BuildContext
 from kaito_core.controllers.workspace.inference import default_inference_config, inference_workload
@@ -147,3 +147,30 @@ def test_kaito_presets_lists_all_thirty_with_the_fit_table(capsys: pytest.Captur
     assert rows["deepseek-v3-0324"].endswith("Standard_ND96isr_H200_v5 / 2 x p5.48xlarge")
     assert rows["llama-3.3-70b-instruct"].endswith("Standard_NC48ads_A100_v4 / g5.48xlarge")
     assert " yes " in rows["gemma-3-4b-instruct"] and "262144" in rows["ministral-3-8b-instruct"]
+
+
+def test_the_operators_default_runtime_counts_as_the_reconciler_counts_it() -> None:
+    """kaito up --real-nodes runs transformers on CPU nodes (WorkspaceSettings.default_runtime): a
+    strength is applied there, so neither admission nor the reconciler may refuse it; an explicit
+    kaito.sh/runtime: vllm still is."""
+    from kaito_core.api.webhook import admission_review
+    from kaito_core.controllers.workspace import WorkspaceSettings
+    from kaito_core.controllers.workspace.context import BuildContext
+
+    doc = workspace_doc("phi-3-mini-128k-instruct", "Standard_NC6s_v3", adapters=[adapter("0")])
+    assert validate_workspace(doc, default_runtime="transformers") == []
+    assert [e.path for e in validate_workspace(doc)] == ["inference.adapters[0].strength"]
+    pinned = workspace_doc("phi-3-mini-128k-instruct", "Standard_NC6s_v3", runtime="vllm", adapters=[adapter("0")])
+    assert [e.path for e in validate_workspace(pinned, default_runtime="transformers")] == [
+        "inference.adapters[0].strength"]
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+              "request": {"uid": "u", "operation": "CREATE", "object": doc,
+                          "kind": {"group": "kaito.sh", "version": "v1alpha1", "kind": "Workspace"}}}
+    assert admission_review(review, default_runtime="transformers")["response"]["allowed"] is True
+    assert admission_review(review)["response"]["allowed"] is False
+    ws, _ = parse_workspace(doc)
+    assert ws is not None
+    ctx = BuildContext(ws=ws, settings=WorkspaceSettings(default_runtime="transformers"),
+                       preset=CATALOG.model("phi-3-mini-128k-instruct"), sku=CATALOG.sku("Standard_NC6s_v3"),
+                       nodes=["n0"], revision="r")
+    assert ctx.runtime == "transformers"  # the pods the reconciler builds: the same rule

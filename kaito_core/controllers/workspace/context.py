@@ -23,6 +23,7 @@ from kaito_core.api import (
     Workspace,
     parse_weights_source,
 )
+from kaito_core.api.validation import resolve_runtime
 from kaito_core.controllers.workspace.kinds import WORKSPACE
 from kaito_core.controllers.workspace.settings import WorkspaceSettings
 from kaito_core.provisioning.gpu_labels import NodeGpus
@@ -115,12 +116,7 @@ class BuildContext:
 
     @property
     def runtime(self) -> str:
-        wanted = self.ws.runtime or self.settings.default_runtime
-        if self.preset is None:
-            return wanted or "transformers"
-        if wanted and wanted in self.preset.runtimes:
-            return wanted
-        return self.preset.default_runtime
+        return resolve_runtime(self.ws.runtime, self.settings.default_runtime, self.preset)
 
     def runtime_image(self) -> str:
         """kaito-core's runtime image for this Workspace's runtime (weights are not in it)."""

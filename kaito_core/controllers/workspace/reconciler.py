@@ -176,7 +176,7 @@ class WorkspaceReconciler:
             # (Conflict); the watch event of that patch brings the next pass.
             return Result(requeue_after=1.0)
         self._metadata_written.pop(key, None)
-        errors = validate_workspace(obj, catalog=self.catalog)
+        errors = validate_workspace(obj, catalog=self.catalog, default_runtime=self.settings.default_runtime)
         ws, parse_errors = parse_workspace(obj)
         digest = spec_hash(ws) if not errors and ws is not None else None
         try:
