@@ -4,8 +4,8 @@ process and ServiceAccount, so every write it makes is one audit event.
 * bring-your-own (a Ready kwok node with the Workspace's label, made before it): 7 writes from the create
   to WorkspaceReady, Events included (the goal is 5; docs/proof.md lists each write and why), at most 3 Events;
 * provisioned (the simulated provisioner makes a Machine and its Node): 3 Events about the Workspace
-  (nodes requested, nodes ready, serving), the Workspace controller's writes pinned at 13 (11 when the machine is quiet) and the whole
-  operator's (with the Machine controller's and the simulated Node) at 23;
+  (nodes requested, nodes ready, serving), the Workspace controller's writes pinned at 13 (11 when the
+  machine is quiet) and the whole operator's (with the Machine controller's and the simulated Node) at 23;
 * no backlog: no write at all once it is Ready (not one Event drains later), and none at steady state.
 
 Not a ``reliability`` scenario (no faults): it runs with the rest of the end-to-end tests.
