@@ -93,12 +93,13 @@ class LeaderElector:
             body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                     "metadata": {"name": s.lease_name, "namespace": s.lease_namespace},
                     "spec": self._spec(stamp, 0)}
+            sent = self.clock.now()
             try:
                 await self.client.create(body, kind=LEASE, timeout=timeout)
             except ConflictError:
                 return False
             self._observed_record = None
-            self._observed_at = self._last_renew = self.clock.now()
+            self._observed_at = self._last_renew = sent
             return True
         spec = lease.get("spec") or {}
         now = self.clock.now()
@@ -117,13 +118,18 @@ class LeaderElector:
         else:
             new_spec = self._spec(_micro_time(), transitions + 1)
         lease["spec"] = new_spec
+        # The renewal counts from *before* it is sent, never from when its answer is read: a process
+        # stopped (SIGSTOP, a frozen VM) with the answer unread would otherwise wake, read "renewed",
+        # and believe it holds the lease for another renew_deadline that a standby has already used.
+        # The standby's clock for this lease starts when it sees the change, which is later still.
+        sent = self.clock.now()
         try:
             # The resourceVersion in the body makes this a compare-and-swap: of two
             # standbys racing for an expired lease, exactly one wins.
             await self.client.update(lease, kind=LEASE, timeout=timeout)
         except ConflictError:
             return False
-        self._last_renew = self._observed_at = self.clock.now()
+        self._last_renew = self._observed_at = sent
         return True
 
     async def acquire(self) -> None:
@@ -147,8 +153,8 @@ class LeaderElector:
             if remaining > 0:
                 try:
                     ok = await self.try_acquire_or_renew(timeout=max(0.1, min(remaining, s.retry_period)))
-                    if ok:
-                        continue
+                    if ok and not self.lease_may_be_lost():
+                        continue  # (a renewal whose answer came back after the deadline is no renewal)
                     holder = self._observed_record[0] if self._observed_record else None
                     if holder and holder != self.identity:
                         self._log.warning("lease taken by another replica", holder=holder)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import os
 import signal
@@ -28,7 +29,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,9 @@ __all__ = [
     "Fleet",
     "OperatorProcess",
     "ReliabilityRow",
+    "audit_time",
     "audited_creates",
+    "audited_writes",
     "condition",
     "env_int",
     "eventually",
@@ -220,6 +223,28 @@ def audited_requests(plane: ControlPlane, user: str, since_line: int = 0) -> tup
                 sub = f"/{ref['subresource']}" if ref.get("subresource") else ""
                 by_kind[f"{event['verb']} {ref.get('resource', event.get('requestURI', '?'))}{sub}"] += 1
     return len(ids), dict(by_kind), lines
+
+
+#: The verbs that change something (what the leader and write-count tests call a write).
+MUTATING = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+
+
+def audit_time(stamp: str) -> float:
+    """An audit (or structlog) RFC 3339 timestamp as Unix seconds."""
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def audited_writes(plane: ControlPlane, user: str) -> Iterator[tuple[float, dict[str, Any]]]:
+    """(received, audit event) of every completed write by ``user``, Leases left out (the elector's own)."""
+    for line in plane.audit_log.read_text().splitlines():
+        if f'"{user}"' not in line:
+            continue
+        event = json.loads(line)
+        ref = event.get("objectRef") or {}
+        if (event.get("user", {}).get("username") != user or event.get("verb") not in MUTATING
+                or ref.get("resource") == "leases" or event.get("stage") != "ResponseComplete"):
+            continue
+        yield audit_time(event["requestReceivedTimestamp"]), event
 
 
 def audited_creates(plane: ControlPlane, user: str, resource: str = "nodes") -> Counter[str]:

@@ -14,7 +14,6 @@ Not a ``reliability`` scenario (no faults): it runs with the rest of the end-to-
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import time
 from collections import Counter
@@ -23,7 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_support import Fleet, OperatorProcess, eventually, operator_kubeconfig, ready_now, workspace_doc
+from reliability_support import (
+    Fleet,
+    OperatorProcess,
+    audit_time,
+    audited_writes,
+    eventually,
+    operator_kubeconfig,
+    ready_now,
+    workspace_doc,
+)
 
 from kaito_core.controllers.workspace import WORKSPACE
 from kaito_core.engine import EVENT, NODE, Client
@@ -31,7 +39,6 @@ from kaito_core.provisioning import node_problem
 from kaito_core.testing import ControlPlane, gpu_node_manifest
 
 NS = "writes"
-MUTATING = {"create", "update", "patch", "delete", "deletecollection"}
 #: Finalizer+revision patch, ControllerRevision, Deployment, Service, 2 status patches, 1 Event.
 BYO_WRITES_MAX = 7
 #: The Workspace controller's part with a Machine: the above, the Machine, a third status patch, 2 Events more
@@ -45,22 +52,13 @@ EVENTS_MAX = 3
 SETTLE_S = 8.0  # longer than the operator's not-ready requeue would need to show a write loop
 
 
-def _epoch(stamp: str) -> float:
-    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-
 def writes(plane: ControlPlane, user: str, since: float) -> list[tuple[float, str]]:
     """(time, "verb resource/name") of every write by ``user`` received after ``since`` (epoch s); no Leases."""
     out = []
-    for line in plane.audit_log.read_text().splitlines():
-        if f'"{user}"' not in line:
+    for when, event in audited_writes(plane, user):
+        if when < since:
             continue
-        event = json.loads(line)
         ref = event.get("objectRef") or {}
-        when = _epoch(event["requestReceivedTimestamp"])
-        if (event.get("user", {}).get("username") != user or event.get("verb") not in MUTATING
-                or ref.get("resource") == "leases" or event.get("stage") != "ResponseComplete" or when < since):
-            continue
         sub = f"/{ref['subresource']}" if ref.get("subresource") else ""
         out.append((when, f"{event['verb']} {ref.get('resource')}{sub}/{ref.get('name')}"))
     return sorted(out)
@@ -75,7 +73,7 @@ def reads(plane: ControlPlane, user: str, since: float) -> list[str]:
         event = json.loads(line)
         if (event.get("user", {}).get("username") == user and event.get("verb") in ("get", "list")
                 and event.get("stage") == "ResponseComplete"
-                and _epoch(event["requestReceivedTimestamp"]) >= since):
+                and audit_time(event["requestReceivedTimestamp"]) >= since):
             out.append(f"{event['verb']} {event.get('requestURI')}")
     return out
 

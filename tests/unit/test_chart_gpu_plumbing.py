@@ -4,31 +4,14 @@ what kaito-core's GPU nodes carry."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-import yaml
+from test_chart import helm, render
 
 from kaito_core.api import GPU_RESOURCE, GPU_TAINT
-from kaito_core.testing import KUBERNETES_VERSION, ensure_binaries
 
-CHART = Path(__file__).parents[2] / "deploy" / "charts" / "kaito-core"
-
-
-@pytest.fixture(scope="module")
-def helm() -> Path:
-    return ensure_binaries(("helm",)) / "helm"
-
-
-def render(helm: Path, *sets: str) -> list[dict[str, Any]]:
-    args = [str(helm), "template", "kaito-core", str(CHART), "--namespace", "kaito-system", "--include-crds",
-            "--kube-version", KUBERNETES_VERSION]
-    for item in sets:
-        args += ["--set", item]
-    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
+__all__ = ["helm"]  # the module-scoped fixture, shared with test_chart (it renders the chart the same way)
 
 
 def daemonsets(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -345,6 +345,38 @@ async def test_leader_steps_down_when_renewals_fail() -> None:
     assert not a.is_leader
 
 
+class _StoppedWhileWaiting(LeaseAPI):
+    """The process is stopped (SIGSTOP) after a renewal is sent, with its answer unread, for longer
+    than the lease: the clock moves on while the write is in flight."""
+
+    def __init__(self, clock: FakeClock, stop_for: float) -> None:
+        super().__init__()
+        self.clock, self.stop_for, self.stop_next_write = clock, stop_for, False
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> RawResponse:
+        response = await super().request(method, path, **kwargs)
+        if method == "PUT" and self.stop_next_write:
+            self.stop_next_write = False
+            self.clock.advance(self.stop_for)
+        return response
+
+
+async def test_a_renewal_answered_after_a_long_stop_does_not_extend_the_lease() -> None:
+    """The renewal succeeded at the apiserver before the stop, so a standby's wait began then: the
+    resumed leader must count its lease from the send, and fence its writes at once."""
+    clock = FakeClock()
+    api = _StoppedWhileWaiting(clock, stop_for=20.0)
+    settings = LeaderElectionSettings(enabled=True, identity="a", lease_duration=15.0, renew_deadline=10.0,
+                                      retry_period=2.0)
+    a = LeaderElector(Client(api), settings, clock=clock)
+    await a.acquire()  # creates the Lease
+    assert await a.try_acquire_or_renew(timeout=1.0)  # a plain renewal
+    assert not a.lease_may_be_lost()
+    api.stop_next_write = True
+    assert await a.try_acquire_or_renew(timeout=1.0)  # succeeded at the server; read 20 s later
+    assert a.lease_may_be_lost(), "a renewal read after the deadline must not count as fresh"
+
+
 async def test_release_hands_lease_back() -> None:
     api = LeaseAPI()
     a, b = elector(api, "a"), elector(api, "b")
