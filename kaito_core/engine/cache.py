@@ -1,19 +1,24 @@
 """SharedCache: one informer per (kind, namespace, selectors), shared by every controller.
 
 Reconcilers read here (``cache.get``/``list``/``by_index``), never from the
-API server: reads are free, and every controller sees the same snapshot.
+API server: reads are free, and every controller sees the same snapshot. ``get`` also
+sees what our own writes returned before the watch brings it back (:mod:`.own_writes`;
+the Manager wires :meth:`SharedCache.observe_write` to its client).
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import copy as copylib
 from collections.abc import Mapping
 from typing import Any
 
 from kaito_core.engine.client import Client
 from kaito_core.engine.indexers import IndexFunc
-from kaito_core.engine.informer import Informer
+from kaito_core.engine.informer import FuncHandler, Informer
+from kaito_core.engine.labels import parse_selector
+from kaito_core.engine.own_writes import OwnWrites
 from kaito_core.engine.resources import ResourceKind
 from kaito_core.engine.transforms import Transform, strip_managed_fields
 
@@ -46,6 +51,7 @@ class SharedCache:
         self._transforms: dict[ResourceKind, Transform] = dict(transforms or {})
         self._informers: dict[InformerKey, Informer] = {}
         self._primary: dict[ResourceKind, Informer] = {}
+        self._own: dict[ResourceKind, OwnWrites] = {}
         self._started = False
 
     def informer(self, kind: ResourceKind, *, namespace: str | None = None, label_selector: str | None = None,
@@ -140,8 +146,37 @@ class SharedCache:
 
     def get(self, kind: ResourceKind, namespace: str | None, name: str, *,
             copy: bool = True) -> dict[str, Any] | None:
-        """The cached object or None (a copy unless ``copy=False``: then do not mutate it)."""
-        return self._for_read(kind).store.get(namespace, name, copy=copy)
+        """The cached object or None (a copy unless ``copy=False``: then do not mutate it); the
+        version one of our own writes returned when the informer has not caught up with it yet."""
+        cached = self._for_read(kind).store.get(namespace, name, copy=copy)
+        own = self._own.get(kind)
+        return cached if own is None else own.newest((namespace or None, name), cached, copy=copy)
+
+    def observe_write(self, kind: ResourceKind, obj: Mapping[str, Any]) -> None:
+        """Remember what a write of ours returned, for ``get`` until the watch brings it (or newer).
+
+        Only for a kind the cache watches, and only an object its primary informer would hold
+        (its namespace, its label selector; none with a field selector, which we cannot judge)."""
+        informer = self._primary.get(kind)
+        if informer is None or informer.field_selector:
+            return
+        meta = obj.get("metadata") or {}
+        namespace, name = meta.get("namespace") or None, meta.get("name")
+        if not name or (kind.namespaced and informer.namespace and informer.namespace != namespace):
+            return
+        if informer.label_selector and not parse_selector(informer.label_selector).matches(meta.get("labels") or {}):
+            return
+        own = self._own.get(kind)
+        if own is None:
+            own = self._own[kind] = OwnWrites()
+
+            def deleted(gone: dict[str, Any], _unknown: bool, own: OwnWrites = own) -> None:
+                # A delete the informer sees ends what we remembered (a recreate gets a new entry).
+                gone_meta = gone.get("metadata") or {}
+                own.forget((gone_meta.get("namespace") or None, str(gone_meta.get("name", ""))))
+
+            informer.add_handler(FuncHandler(on_delete=deleted))
+        own.record((namespace, str(name)), informer.shape(copylib.deepcopy(dict(obj))))
 
     def list(self, kind: ResourceKind, namespace: str | None = None, *,
              label_selector: str | Mapping[str, str] | None = None, copy: bool = True) -> builtins.list[dict[str, Any]]:

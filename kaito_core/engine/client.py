@@ -105,6 +105,9 @@ class Client:
         transport as the request's bytes leave (``before_send``); raises to
         stop the write. The Manager sets it under leader election: no write once the lease may be
         someone else's (a leader paused past its lease, then resumed)."""
+        self.on_written: Callable[[ResourceKind, dict[str, Any]], None] | None = None
+        """Called with what each create, update, apply and patch returned (the Manager passes it to
+        its cache, so a reconciler reads its own writes); must be quick and must not raise."""
 
     # -- plumbing
 
@@ -244,6 +247,10 @@ class Client:
     def _kind(self, obj: Mapping[str, Any], kind: ResourceKind | None) -> ResourceKind:
         return kind if kind is not None else kind_of(obj)
 
+    def _written(self, kind: ResourceKind, result: Any) -> None:
+        if self.on_written is not None and isinstance(result, dict) and result.get("metadata"):
+            self.on_written(kind, result)
+
     async def create(self, obj: Mapping[str, Any], *, kind: ResourceKind | None = None,
                      namespace: str | None = None, timeout: float | None = None) -> dict[str, Any]:
         kind = self._kind(obj, kind)
@@ -251,6 +258,7 @@ class Client:
         query = [("fieldManager", self.field_manager)]
         result: dict[str, Any] = await self.request("POST", kind.path(ns), query=query, body=dict(obj),
                                                     timeout=timeout, idempotent=False)
+        self._written(kind, result)
         return result
 
     async def update(self, obj: Mapping[str, Any], *, kind: ResourceKind | None = None,
@@ -261,6 +269,7 @@ class Client:
         query = [("fieldManager", self.field_manager)]
         result: dict[str, Any] = await self.request("PUT", kind.path(ns, name, subresource), query=query,
                                                     body=dict(obj), timeout=timeout)
+        self._written(kind, result)
         return result
 
     async def update_status(self, obj: Mapping[str, Any], *, kind: ResourceKind | None = None,
@@ -282,6 +291,7 @@ class Client:
         result: dict[str, Any] = await self.request(
             "PATCH", kind.path(ns, name, subresource), query=query, body=body,
             content_type=_APPLY_CONTENT_TYPE, timeout=timeout, idempotent=True)
+        self._written(kind, result)
         return result
 
     async def apply_status(self, obj: Mapping[str, Any], *, kind: ResourceKind | None = None,
@@ -298,6 +308,7 @@ class Client:
         result: dict[str, Any] = await self.request(
             "PATCH", kind.path(namespace, name, subresource), query=query, body=patch,
             content_type=_PATCH_CONTENT_TYPES[patch_type], timeout=timeout, idempotent=patch_type != "json")
+        self._written(kind, result)
         return result
 
     async def patch_status(self, kind: ResourceKind, name: str, patch: Any, namespace: str | None = None, *,

@@ -208,6 +208,10 @@ class Informer:
                 need_list = True
                 await asyncio.sleep(min(self.backoff[1], self.backoff[0] * 2 ** failures))
 
+    def shape(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """``obj`` as this informer stores it (transformed, strings interned); may change ``obj``."""
+        return self._prepare(obj)
+
     def _prepare(self, obj: dict[str, Any]) -> dict[str, Any]:
         obj.setdefault("apiVersion", self.kind.api_version)
         obj.setdefault("kind", self.kind.kind)

@@ -52,6 +52,8 @@ class Manager:
                                  resync_period=self.settings.resync_period)
         self.metrics = EngineMetrics(registry)
         self.recorder = EventRecorder(client, self.settings.name)
+        if client.on_written is None:
+            client.on_written = self.cache.observe_write  # reconcilers read their own writes
         self.controllers: list[Controller] = []
         self._runnables: list[tuple[Runnable, bool]] = []
         self._tasks: list[asyncio.Task[None]] = []
