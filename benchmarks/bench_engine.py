@@ -23,7 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "integration"))  # the sample reconciler lives with the tests
 
-from test_engine_support import (  # noqa: E402
+from engine_support import (  # noqa: E402
     WIDGET,
     SampleReconciler,
     eventually,

@@ -56,12 +56,12 @@ from reliability_support import (  # noqa: E402
     OperatorProcess,
     audited_requests,
     eventually,
-    install_crds,
     operator_kubeconfig,
     workspace_doc,
 )
 
 from kaito_core.api import parse_workspace  # noqa: E402
+from kaito_core.api.crd import all_crds  # noqa: E402
 from kaito_core.controllers.workspace import WorkspaceSettings  # noqa: E402
 from kaito_core.controllers.workspace.context import BuildContext  # noqa: E402
 from kaito_core.controllers.workspace.inference import (  # noqa: E402
@@ -71,7 +71,7 @@ from kaito_core.controllers.workspace.inference import (  # noqa: E402
 )
 from kaito_core.engine import DEPLOYMENT, EVENT, NODE, POD, SERVICE, Client, Informer, configure_logging  # noqa: E402
 from kaito_core.provisioning import node_problem  # noqa: E402
-from kaito_core.testing import ControlPlane, ControlPlaneMode, gpu_node_manifest  # noqa: E402
+from kaito_core.testing import ControlPlane, ControlPlaneMode, gpu_node_manifest, install_crds  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 SERVICE_CIDR = """apiVersion: networking.k8s.io/v1
@@ -229,7 +229,7 @@ async def run_size(n: int, namespaces: int, workdir: Path, profile: bool, timeou
         # a Service, so give the apiserver a second range (a ServiceCIDR object, Kubernetes >= 1.33).
         await asyncio.to_thread(plane.kubectl, "apply", "-f", "-", input=SERVICE_CIDR)
         fleet = await Fleet.connect(plane.kubeconfig)
-        await install_crds(plane, fleet.client)
+        await install_crds(fleet.client, all_crds())
         crds_at = time.monotonic()
         kubeconfig, user = await asyncio.to_thread(operator_kubeconfig, plane, workdir)
         ns_names = [f"scale-{i:02d}" for i in range(namespaces)]

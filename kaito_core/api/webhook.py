@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import re
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
 
+import structlog
 from aiohttp import web
 from kaito_presets import Catalog
 
@@ -39,7 +39,8 @@ __all__ = [
     "validating_webhook_configuration",
 ]
 
-log = logging.getLogger(__name__)
+# structlog directly: the API layer needs no engine (the manager configures the rendering).
+log = structlog.get_logger("kaito_core.api.webhook")
 
 _ADMISSION_API = "admission.k8s.io/v1"
 
@@ -109,8 +110,8 @@ def admission_review(review: Any, *, catalog: Catalog | None = None,
     if errors:
         metadata = obj.get("metadata") if isinstance(obj, Mapping) else None
         name = metadata.get("name") if isinstance(metadata, Mapping) else None
-        log.info("denied %s of Workspace %s/%s: %s", operation, request.get("namespace"), name,
-                 "; ".join(map(str, errors)))
+        log.info("admission denied", operation=operation, namespace=request.get("namespace"), name=name,
+                 errors="; ".join(map(str, errors)))
     return _response(uid, not errors, errors)
 
 
@@ -179,7 +180,7 @@ class WebhookServer:
         addresses = runner.addresses
         if addresses:
             self._port = int(addresses[0][1])
-        log.info("admission webhook serving on https://%s:%d%s", self.host, self._port, WEBHOOK_PATH)
+        log.info("admission webhook serving", url=self.url)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -54,6 +54,7 @@ from kaito_core.engine.leader import LeaderElectionLostError, LeaderElector
 from kaito_core.engine.logging import configure_logging, get_logger
 from kaito_core.engine.manager import CacheSyncTimeoutError, Manager, Runnable
 from kaito_core.engine.metrics import EngineMetrics
+from kaito_core.engine.mock_transport import MockTransport, TransportRequest, json_response
 from kaito_core.engine.objects import Meta, condition_of, conditions_of, meta, spec_of, status_of
 from kaito_core.engine.predicate import (
     Predicate,
@@ -162,6 +163,7 @@ __all__ = [
     "MapFunc",
     "MaxOfRateLimiter",
     "Meta",
+    "MockTransport",
     "NotFoundError",
     "ObjectList",
     "PatchType",
@@ -183,6 +185,7 @@ __all__ = [
     "TerminalError",
     "TooManyRequestsError",
     "Transport",
+    "TransportRequest",
     "UnauthorizedError",
     "Watch",
     "WatchEvent",
@@ -197,6 +200,7 @@ __all__ = [
     "error_from_response",
     "generation_changed",
     "get_logger",
+    "json_response",
     "keep_fields",
     "kind_of",
     "label_index",

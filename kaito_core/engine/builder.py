@@ -29,7 +29,6 @@ class ControllerBuilder:
     def __init__(self, kind: ResourceKind, predicates: Sequence[Predicate] = ()):
         self._kind = kind
         self._for_predicates = list(predicates)
-        self._label_selector: str | None = None
         self._watches: list[Watch] = []
         self._workers = 1
         self._name: str | None = None

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import structlog
 
@@ -42,22 +42,32 @@ __all__ = ["Controller", "Watch"]
 log = structlog.get_logger("kaito_core.engine.controller")
 
 
+#: How a watched kind's events become keys: the object itself, its controlling owner, or a map function.
+WatchMode = Literal["self", "owner", "map"]
+
+
 @dataclass(frozen=True)
 class Watch:
     """One source of keys: a kind, how its events map to keys, and which events count."""
 
     kind: ResourceKind
-    mode: str  # "self", "owner" or "map"
+    mode: WatchMode
     map_fn: MapFunc | None = None
     predicates: tuple[Predicate, ...] = ()
     label_selector: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("self", "owner", "map"):
+            raise ValueError(f"Watch.mode must be 'self', 'owner' or 'map', not {self.mode!r}")
+        if self.mode == "map" and self.map_fn is None:
+            raise ValueError("a Watch in mode 'map' needs a map_fn")
 
     def handler(self, queue: WorkQueue[Request], owner: ResourceKind) -> EventHandler:
         if self.mode == "self":
             return EnqueueForObject(queue, self.predicates)
         if self.mode == "owner":
             return EnqueueForOwner(queue, owner, self.predicates)
-        assert self.map_fn is not None
+        assert self.map_fn is not None  # checked in __post_init__; narrows the type
         return EnqueueMapped(queue, self.map_fn, self.predicates)
 
 

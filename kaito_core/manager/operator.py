@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from kaito_core.api import WEBHOOK_NAME, validating_webhook_configuration
+from kaito_core.api import WEBHOOK_NAME, WEBHOOK_PATH, validating_webhook_configuration
 from kaito_core.api.webhook import WebhookServer
 from kaito_core.controllers.machine import MachineController, add_machine_controller
 from kaito_core.controllers.workspace import add_workspace_controller
@@ -82,8 +82,8 @@ class Operator:
         mgr = manager or await Manager.from_kubeconfig(kubeconfig, settings=manager_settings)
         plugin = provisioner or load_provisioner(settings.provisioner, settings.provisioner_settings)
         install = await discover_install_identity(mgr.client, settings.namespace, cluster_id=settings.cluster_id)
-        # The Machine controller first: it may narrow the Machine informer, which must happen
-        # before any other controller (the Workspace one) asks the cache for Machines.
+        # Both controllers share one cache (one informer per kind); the Machine controller's selector
+        # filters its events only, so the order of these two calls does not matter.
         machine = add_machine_controller(mgr, plugin, settings.machine, namespace=settings.namespace,
                                          install=install)
         workspace = add_workspace_controller(mgr, settings.workspace, provisioner=settings.provisioner,
@@ -143,7 +143,8 @@ class Operator:
         from kaito_core.manager.webhook_certs import VALIDATING_WEBHOOK_CONFIGURATION
 
         hook = self.settings.webhook
-        url = f"https://{hook.host}:{server.port}{server.url.split(str(server.port), 1)[1]}"
+        host = f"[{hook.host}]" if ":" in hook.host else hook.host
+        url = f"https://{host}:{server.port}{WEBHOOK_PATH}"
         body: dict[str, Any] = validating_webhook_configuration(
             ca_pem, url=url, name=hook.configuration_name or WEBHOOK_NAME)
         try:

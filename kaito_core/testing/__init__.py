@@ -16,14 +16,15 @@ on first use; ``KUBEBUILDER_ASSETS`` points at ready-made ones instead.
 from kaito_core.testing.build import ToolchainMissingError, asset_dir, ensure_binaries
 from kaito_core.testing.clusters import Cluster, ExistingCluster, cluster_from_environment
 from kaito_core.testing.controlplane import ControlPlane, ControlPlaneMode, free_port
+from kaito_core.testing.crds import install_crds
 from kaito_core.testing.nodes import (
     GPU_RESOURCE,
     GPU_TAINT,
     create_gpu_node,
     gpu_node_manifest,
-    node_is_ready,
     wait_for_node_ready,
 )
+from kaito_core.testing.running import running_manager
 from kaito_core.testing.versions import ETCD_VERSION, KUBERNETES_VERSION, KWOK_VERSION
 from kaito_core.testing.waiting import condition, condition_is_true, eventually
 
@@ -47,6 +48,7 @@ __all__ = [
     "eventually",
     "free_port",
     "gpu_node_manifest",
-    "node_is_ready",
+    "install_crds",
+    "running_manager",
     "wait_for_node_ready",
 ]

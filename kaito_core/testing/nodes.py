@@ -12,6 +12,7 @@ from kubernetes_asyncio import client
 # the names everybody agrees on, so the kit's nodes carry exactly the operator's resource and taint.
 from kaito_core.api.constants import GPU_RESOURCE
 from kaito_core.api.constants import GPU_TAINT as _GPU_TAINT
+from kaito_core.engine.objects import condition_of
 
 __all__ = [
     "GPU_RESOURCE",
@@ -19,7 +20,6 @@ __all__ = [
     "KWOK_ANNOTATIONS",
     "create_gpu_node",
     "gpu_node_manifest",
-    "node_is_ready",
     "wait_for_node_ready",
 ]
 
@@ -70,25 +70,14 @@ def gpu_node_manifest(
     }
 
 
-def node_is_ready(node: Any) -> bool:
-    """True when the Node (a model or a dict) has condition Ready=True."""
-    status = node["status"] if isinstance(node, dict) else node.status
-    conditions = (status.get("conditions") if isinstance(status, dict) else status.conditions) or []
-    for cond in conditions:
-        ctype = cond["type"] if isinstance(cond, dict) else cond.type
-        cstatus = cond["status"] if isinstance(cond, dict) else cond.status
-        if ctype == "Ready":
-            return bool(cstatus == "True")
-    return False
-
-
 async def wait_for_node_ready(api: client.ApiClient, name: str, timeout: float = 60.0) -> Any:
     """Poll until kwok has marked the node Ready; returns the Node."""
     core = client.CoreV1Api(api)
     deadline = time.monotonic() + timeout
     while True:
         node = await core.read_node(name, _request_timeout=10)
-        if node_is_ready(node):
+        ready = condition_of(api.sanitize_for_serialization(node), "Ready")
+        if ready is not None and ready.get("status") == "True":
             return node
         if time.monotonic() > deadline:
             raise TimeoutError(f"node {name} not Ready after {timeout:.0f}s: is kwok running?")

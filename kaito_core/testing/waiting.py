@@ -12,22 +12,29 @@ __all__ = ["condition", "condition_is_true", "eventually"]
 
 
 async def eventually(check: Callable[[], Awaitable[Any] | Any], timeout: float, interval: float = 0.2,
-                     message: str = "condition", describe: Callable[[], str] | None = None) -> Any:
+                     message: str = "condition", describe: Callable[[], str] | None = None,
+                     *, report_every: float | None = None) -> Any:
     """Poll ``check`` (sync or async) until it returns something truthy, and return that.
 
     Raises AssertionError after ``timeout`` seconds, naming ``message`` and, when
-    given, what ``describe()`` says about the state at that moment.
+    given, what ``describe()`` says about the state at that moment. With ``report_every``
+    (and ``describe``), a line on stdout says what it still waits for every so many seconds,
+    so a long wait in a slow suite shows where it stands.
     """
-    deadline = time.monotonic() + timeout
+    start = last_report = time.monotonic()
     while True:
         result = check()
         if isinstance(result, Awaitable):
             result = await result
         if result:
             return result
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now - start > timeout:
             extra = f": {describe()}" if describe is not None else ""
             raise AssertionError(f"{message} not reached within {timeout}s{extra}")
+        if describe is not None and report_every is not None and now - last_report > report_every:
+            last_report = now
+            print(f"  [{now - start:5.0f}s] waiting for {message}: {describe()[:600]}", flush=True)
         await asyncio.sleep(interval)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_workspace_support import condition, eventually, is_true, kubectl, machines_of, running_controller
+from workspace_support import condition, eventually, is_true, kubectl, machines_of, running_controller
 
 from kaito_core.controllers.workspace import WORKSPACE
 from kaito_core.engine import POD

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from test_workspace_support import EXAMPLES, condition, eventually, is_true, kubectl, running_controller
+from workspace_support import EXAMPLES, condition, eventually, is_true, kubectl, running_controller
 
 from kaito_core.controllers.workspace import WORKSPACE
 from kaito_core.engine import DEPLOYMENT, JOB

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_workspace_support import EXAMPLES, eventually, is_true, kubectl, running_controller
+from workspace_support import EXAMPLES, eventually, is_true, kubectl, running_controller
 
 from kaito_core.controllers.workspace import WORKSPACE, WorkspaceSettings
 from kaito_core.controllers.workspace.settings import WeightsCacheSettings

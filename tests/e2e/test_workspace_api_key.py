@@ -10,7 +10,7 @@ import base64
 import pytest
 import yaml
 from test_workspace_examples import wait_true
-from test_workspace_support import EXAMPLES, eventually, kubectl, running_controller
+from workspace_support import EXAMPLES, eventually, kubectl, running_controller
 
 from kaito_core.engine import DEPLOYMENT, SECRET, SERVICE
 from kaito_core.testing import Cluster

@@ -5,7 +5,7 @@ the tuning conditions JobStarted / WorkspaceSucceeded under ``-o wide``."""
 from __future__ import annotations
 
 import pytest
-from test_workspace_support import EXAMPLES, eventually, get_workspace_columns, is_true, kubectl, running_controller
+from workspace_support import EXAMPLES, eventually, get_workspace_columns, is_true, kubectl, running_controller
 
 from kaito_core.controllers.workspace import WORKSPACE
 from kaito_core.testing import Cluster

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 import pytest
-from test_workspace_support import (
+from workspace_support import (
     EXAMPLES,
     condition,
     eventually,

@@ -18,18 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_workspace_support import (
-    MachineSimulator,
-    delete_all_workspaces,
-    eventually,
-    install_crds,
-    is_true,
-    machine_controller_available,
-)
+from workspace_support import delete_all_workspaces, eventually, is_true
 
+from kaito_core.api.crd import all_crds
 from kaito_core.controllers.workspace import MACHINE, WORKSPACE
 from kaito_core.engine import DEPLOYMENT, ApiClientTransport, Client
-from kaito_core.testing import Cluster
+from kaito_core.testing import Cluster, install_crds
 
 pytestmark = pytest.mark.e2e
 
@@ -45,46 +39,55 @@ def workspace(name: str, namespace: str, count: int) -> dict[str, Any]:
             "inference": {"preset": {"name": "phi-3-mini-4k-instruct"}}}
 
 
-class RecordingSimulator(MachineSimulator):
-    """Remembers every Machine name it ever saw per Workspace (and makes Machines Ready unless the real
-    Machine controller does)."""
+class MachineRecorder:
+    """Remembers every Machine name it ever saw per Workspace of ``namespace`` (polled every 0.3 s)."""
 
-    def __init__(self, client: Client, namespace: str, *, make_ready: bool):
-        super().__init__(client)
+    def __init__(self, client: Client, namespace: str):
+        self.client = client
         self.namespace = namespace
-        self.make_ready = make_ready
         self.seen: dict[str, set[str]] = defaultdict(set)
+        self._task: asyncio.Task[None] | None = None
 
-    async def _step(self) -> None:
-        for machine in (await self.client.list(MACHINE, label_selector={
-                "kaito.sh/workspacenamespace": self.namespace})).items:
-            self.seen[machine["metadata"]["labels"]["kaito.sh/workspace"]].add(machine["metadata"]["name"])
-        if self.make_ready:
-            await super()._step()
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a dropped connection: look again next round
+                for machine in (await self.client.list(MACHINE, label_selector={
+                        "kaito.sh/workspacenamespace": self.namespace})).items:
+                    self.seen[machine["metadata"]["labels"]["kaito.sh/workspace"]].add(machine["metadata"]["name"])
+            await asyncio.sleep(0.3)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 CHILD = """
 import asyncio, sys, types
-from test_workspace_support import new_manager
+from workspace_support import new_manager
 from kaito_core.controllers.workspace import WorkspaceSettings
 
-kubeconfig, namespace, machines = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+kubeconfig, namespace = sys.argv[1], sys.argv[2]
 
 async def main() -> None:
     manager = await new_manager(types.SimpleNamespace(kubeconfig=kubeconfig), namespace,
-                                WorkspaceSettings(requeue_seconds=3, workers=4), machines=machines)
+                                WorkspaceSettings(requeue_seconds=3, workers=4))
     await manager.run()
 
 asyncio.run(main())
 """
 
 
-def start_controller(cluster: Cluster, namespace: str, machines: bool, log: Path) -> subprocess.Popen[bytes]:
+def start_controller(cluster: Cluster, namespace: str, log: Path) -> subprocess.Popen[bytes]:
     """The Workspace (and Machine) controller of new_manager() in a child process."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-c", CHILD, str(cluster.kubeconfig), namespace,
-                                 "1" if machines else "0"], stdout=out, stderr=subprocess.STDOUT, env=env)
+        return subprocess.Popen([sys.executable, "-c", CHILD, str(cluster.kubeconfig), namespace],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
 def kill(proc: subprocess.Popen[bytes]) -> None:
@@ -100,21 +103,20 @@ async def test_random_restarts_converge_without_duplicate_machines(kube_cluster:
     seed = int(os.environ.get("KAITO_CHAOS_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     client = Client(await ApiClientTransport.from_kubeconfig(kube_cluster.kubeconfig))
-    await install_crds(kube_cluster, client)
-    real = machine_controller_available()
-    simulator = RecordingSimulator(client, ns, make_ready=not real)
-    simulator.start()
+    await install_crds(client, all_crds())
+    recorder = MachineRecorder(client, ns)
+    recorder.start()
     counts = {f"chaos-{i:02d}": 2 if i % 5 == 0 else 1 for i in range(N)}
     log = tmp_path / "controller.log"
     final: subprocess.Popen[bytes] | None = None
     try:
-        proc = start_controller(kube_cluster, ns, real, log)
+        proc = start_controller(kube_cluster, ns, log)
         await asyncio.gather(*(client.create(workspace(name, ns, count), kind=WORKSPACE)
                                for name, count in counts.items()))
         for _ in range(ROUNDS):
             await asyncio.sleep(rng.uniform(1.0, 4.0))  # a child takes ~1 s to import and start
             kill(proc)
-            proc = start_controller(kube_cluster, ns, real, log)
+            proc = start_controller(kube_cluster, ns, log)
         final = proc
 
         async def all_ready() -> bool:
@@ -134,8 +136,8 @@ async def test_random_restarts_converge_without_duplicate_machines(kube_cluster:
             machines[machine["metadata"]["labels"]["kaito.sh/workspace"]].append(machine["metadata"]["name"])
         for name, count in counts.items():
             assert len(machines[name]) == count, (seed, name, machines[name])
-            assert len(simulator.seen[name]) == count, (seed, name, "a Machine was created twice",
-                                                        simulator.seen[name])
+            assert len(recorder.seen[name]) == count, (seed, name, "a Machine was created twice",
+                                                       recorder.seen[name])
             deployment = await client.get(DEPLOYMENT, name, ns)
             assert deployment["spec"]["replicas"] == count
             assert deployment["status"].get("readyReplicas") == count
@@ -145,6 +147,5 @@ async def test_random_restarts_converge_without_duplicate_machines(kube_cluster:
                 await delete_all_workspaces(client, ns, timeout=90)
             with contextlib.suppress(Exception):
                 kill(final)
-        await simulator.stop()
-        await simulator.cleanup()
+        await recorder.stop()
         await client.close()

@@ -7,7 +7,6 @@ reconcile each other's Machines.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 import uuid
@@ -17,9 +16,10 @@ from typing import Any
 
 from kaito_core.api.crd import machine_crd
 from kaito_core.controllers.machine import MachineController, MachineControllerSettings, add_machine_controller
-from kaito_core.engine import CRD, NODE, Client, Manager, ManagerSettings, NotFoundError
+from kaito_core.engine import NODE, Client, Manager, ManagerSettings
 from kaito_core.provisioning import MACHINE, NodeRef, Provisioner
 from kaito_core.provisioning.identity import InstallIdentity
+from kaito_core.testing import install_crds, running_manager
 from kaito_core.testing.waiting import eventually
 
 __all__ = [
@@ -49,16 +49,7 @@ def run_id() -> str:
 
 
 async def install_machine_crd(client: Client) -> None:
-    await client.apply(machine_crd(), kind=CRD, force=True)
-
-    async def served() -> bool:
-        try:
-            await client.list_page(MACHINE, limit=1)
-            return True
-        except NotFoundError:
-            return False
-
-    await eventually(served, 30, message="Machine CRD served")
+    await install_crds(client, [machine_crd()], timeout=30)
 
 
 def machine_manifest(name: str, run: str, *, instance_type: str = "Standard_NC6s_v3", gpus: int | None = None,
@@ -106,16 +97,10 @@ async def running_controller(kubeconfig: Path, provisioner: Provisioner, run: st
                                "gc_enabled": False, **settings}
     parts = add_machine_controller(manager, provisioner, MachineControllerSettings(**options), install=INSTALL)
     await install_machine_crd(manager.client)
-    task = asyncio.create_task(manager.run())
     try:
-        await eventually(lambda: manager.ready or task.done(), 60, message="manager ready")
-        if task.done():
-            task.result()
-        yield manager, parts
+        async with running_manager(manager):
+            yield manager, parts
     finally:
-        manager.stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 30)
         await manager.client.close()
 
 

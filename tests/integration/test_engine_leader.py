@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from test_engine_support import WIDGET, eventually, install_widget_crd, make_settings, widget
+from engine_support import WIDGET, eventually, install_widget_crd, make_settings, widget
 
 from kaito_core.engine import (
     LEASE,
@@ -32,7 +32,7 @@ LEASE_NAME = "engine-test-leader"
 
 CHILD = textwrap.dedent("""
     import asyncio, json, sys
-    from test_engine_support import make_settings, sample_controller
+    from engine_support import make_settings, sample_controller
     from kaito_core.engine import LeaderElectionLostError, LeaderElectionSettings, Manager
 
     kubeconfig, identity, out = sys.argv[1:4]

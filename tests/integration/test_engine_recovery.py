@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from test_engine_support import (
+from engine_support import (
     WIDGET,
     SampleReconciler,
     eventually,

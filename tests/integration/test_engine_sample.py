@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-from test_engine_support import (
+from engine_support import (
     WIDGET,
     SampleReconciler,
     eventually,

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_support import RESULTS, ROOT, Fleet, install_crds, table
+from reliability_support import RESULTS, ROOT, Fleet, table
 
-from kaito_core.testing import ControlPlane, ControlPlaneMode
+from kaito_core.api.crd import all_crds
+from kaito_core.testing import ControlPlane, ControlPlaneMode, install_crds
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -43,7 +44,7 @@ def private_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 async def fleet(private_plane: ControlPlane) -> AsyncIterator[Fleet]:
     """CRDs installed; informers in this process on the run's objects (call ``fleet.start(namespaces)``)."""
     watcher = await Fleet.connect(private_plane.kubeconfig)
-    await install_crds(private_plane, watcher.client)
+    await install_crds(watcher.client, all_crds())
     try:
         yield watcher
     finally:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import signal
@@ -29,7 +30,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,10 @@ import yaml
 
 from kaito_core.api import LABEL_MACHINE, LABEL_WORKSPACE, LABEL_WORKSPACE_NAMESPACE
 from kaito_core.controllers.workspace import MACHINE, WORKSPACE
-from kaito_core.engine import CRD, DEPLOYMENT, NODE, ApiClientTransport, Client, Informer, NotFoundError
+from kaito_core.engine import DEPLOYMENT, NODE, ApiClientTransport, Client, Informer
 from kaito_core.engine.informer import FuncHandler
 from kaito_core.testing import ControlPlane, condition, condition_is_true, free_port
+from kaito_core.testing import eventually as testing_eventually
 
 __all__ = [
     "RESULTS",
@@ -53,7 +55,6 @@ __all__ = [
     "condition",
     "env_int",
     "eventually",
-    "install_crds",
     "is_true",
     "objects_left",
     "operator_kubeconfig",
@@ -64,7 +65,6 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
-CRDS = ROOT / "deploy" / "crds"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -123,23 +123,8 @@ def table(rows: Iterable[ReliabilityRow]) -> str:
 # -- small helpers ---------------------------------------------------------------------------------
 
 
-async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float, interval: float = 0.5,
-                     message: str = "condition", describe: Callable[[], str] | None = None) -> float:
-    """Poll until ``check`` is true; returns the seconds it took."""
-    start = last_report = time.monotonic()
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return time.monotonic() - start
-        if describe is not None and time.monotonic() - last_report > 10:
-            last_report = time.monotonic()
-            print(f"  [{last_report - start:5.0f}s] waiting for {message}: {describe()[:600]}", flush=True)
-        if time.monotonic() - start > timeout:
-            extra = f": {describe()}" if describe else ""
-            raise AssertionError(f"{message} not reached within {timeout}s{extra}")
-        await asyncio.sleep(interval)
+# The kit's one ``eventually``, at the suite's pace: poll twice a second, say every 10 s what it waits for.
+eventually = functools.partial(testing_eventually, interval=0.5, report_every=10)
 
 
 # Shared with every test: kaito_core.testing reads conditions from object dicts.
@@ -163,24 +148,6 @@ def workspace_doc(name: str, namespace: str, *, count: int = 1, instance_type: s
             "resource": {"count": count, "instanceType": instance_type,
                          "labelSelector": {"matchLabels": {"apps": name}}},
             "inference": {"preset": {"name": preset}}}
-
-
-async def install_crds(plane: ControlPlane, client: Client) -> None:
-    await asyncio.to_thread(plane.kubectl, "apply", "--server-side", "--force-conflicts", "-f", str(CRDS))
-
-    async def served() -> bool:
-        for name in ("workspaces.kaito.sh", "machines.kaito.sh"):
-            crd = await client.get(CRD, name)
-            if not is_true(crd, "Established"):
-                return False
-        try:
-            await client.list_page(WORKSPACE, "default", limit=1)
-            await client.list_page(MACHINE, limit=1)
-        except NotFoundError:
-            return False
-        return True
-
-    await eventually(served, 60, message="CRDs established")
 
 
 def operator_kubeconfig(plane: ControlPlane, folder: Path, namespace: str = "kaito-system",

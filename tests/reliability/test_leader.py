@@ -236,7 +236,8 @@ async def test_a_leader_paused_past_its_lease_writes_nothing_when_it_resumes(
             async def taken_over() -> bool:
                 return (await holder()).startswith(standby)
 
-            takeover = await eventually(taken_over, 60, interval=0.2, message=f"{standby} takes over")
+            await eventually(taken_over, 60, interval=0.2, message=f"{standby} takes over")
+            takeover = time.time() - stopped_at
             # Let the new leader act on the in-flight Workspaces while the old one is still stopped.
             await eventually(lambda: fleet.ready_count() == PAUSE_WORKSPACES, 120, message="all Ready under the "
                              "new leader", describe=lambda: str(fleet.not_ready()))
@@ -244,8 +245,9 @@ async def test_a_leader_paused_past_its_lease_writes_nothing_when_it_resumes(
             resumed_at = time.time()
             os.kill(paused.pid, signal.SIGCONT)
         row.max_convergence_s = takeover
-        exited = await eventually(lambda: not paused.alive(), 60, interval=0.2,
-                                  message="the resumed leader steps down and exits", describe=paused.tail)
+        await eventually(lambda: not paused.alive(), 60, interval=0.2,
+                         message="the resumed leader steps down and exits", describe=paused.tail)
+        exited = time.time() - resumed_at
         await asyncio.sleep(2.0)  # anything it sent on the way out reaches the audit log
         writes = _writes(private_plane, users[slot])
         # Received after the stop (plus slack for a request already on the wire): sent after the resume.

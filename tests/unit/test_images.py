@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kaito_core.testing import images
+from kaito_core.testing import image_plan, images
 from kaito_core.testing.images import IMAGES, plan, requirements
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,7 +90,7 @@ def test_a_dependency_change_changes_the_dependency_layer_key(tree: Path) -> Non
 def test_requirements_are_third_party_only(tree: Path) -> None:
     runtime = requirements(IMAGES["runtime"], tree)
     controller = requirements(IMAGES["controller"], tree)
-    names = {images._requirement_name(item) for item in runtime + controller}
+    names = {image_plan._requirement_name(item) for item in runtime + controller}
     assert not {name for name in names if name.startswith("kaito")}
     assert "torch>=2.3" in runtime and "trl>=0.20" in runtime and "fastapi>=0.110" in runtime
     assert not any(item.startswith("torch") for item in controller)
@@ -100,9 +100,9 @@ def test_requirements_are_third_party_only(tree: Path) -> None:
 
 
 def test_the_base_tag_covers_the_package_list() -> None:
-    base = images.rootfs_tag(images.BASE)
-    assert base == images.rootfs_tag(images.Rootfs("kaito-base", images.BASE.packages))
-    assert base != images.rootfs_tag(images.Rootfs("kaito-base", (*images.BASE.packages, "git")))
+    base = image_plan.rootfs_tag(image_plan.BASE)
+    assert base == image_plan.rootfs_tag(image_plan.Rootfs("kaito-base", image_plan.BASE.packages))
+    assert base != image_plan.rootfs_tag(image_plan.Rootfs("kaito-base", (*image_plan.BASE.packages, "git")))
 
 
 def test_missing_tools_name_their_apt_packages(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -49,13 +49,13 @@ __all__ = [
     "machine_manifest",
     "machine_node_name",
     "matches_selector",
-    "node_labels_for",
     "plan_nodes",
     "qualified_nodes",
     "required_node_count",
     "resource_state",
     "unplaced_message",
     "workspace_labels",
+    "workspace_node_labels",
 ]
 
 #: Machine condition reasons that mean "this will not come up by waiting"; surfaced in ResourceReady.
@@ -103,7 +103,7 @@ def matches_selector(labels: Mapping[str, str], selector: Mapping[str, Any] | No
     return True
 
 
-def node_labels_for(ws: Workspace) -> dict[str, str]:
+def workspace_node_labels(ws: Workspace) -> dict[str, str]:
     """Labels a node made for this Workspace carries: the selector's (satisfied), ours, the machine type."""
     selector = ws.resource.label_selector.to_dict()
     labels: dict[str, str] = dict(selector.get("matchLabels") or {})
@@ -246,7 +246,7 @@ def machine_manifest(ws: Workspace, slot: int, *, preset: ModelPreset | None, sk
                      provisioner: str | None = None, install: InstallIdentity | None = None) -> dict[str, Any]:
     """The Machine for one slot: deterministic name, labels back to the Workspace (and to the
     install that made it, passed on to its node), GPU taint."""
-    labels = {**node_labels_for(ws), **(install.labels() if install else {})}
+    labels = {**workspace_node_labels(ws), **(install.labels() if install else {})}
     instance_type = ws.resource.instance_type or ""
     requests: dict[str, str] = {}
     if sku is not None:

@@ -9,14 +9,15 @@ the finalizer; the rest goes by ownerReference.
 
 Running it twice changes nothing; a crash between any two writes is picked up by the
 next run; names are deterministic, so a stale cache cannot create a second object.
+
+The workload phase (the children it applies) is :class:`~.children.WorkspaceChildren`, a part
+of :class:`WorkspaceReconciler`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,7 +26,6 @@ from kaito_presets import Catalog, GpuSku, ModelPreset, default_catalog
 
 from kaito_core.api import (
     ANNOTATION_REVISION,
-    CONDITION_FALSE,
     CONDITION_TRUE,
     LABEL_WORKSPACE,
     LABEL_WORKSPACE_NAMESPACE,
@@ -39,19 +39,15 @@ from kaito_core.api import (
     parse_workspace,
     validate_workspace,
 )
-from kaito_core.api.configmaps import describe_config_errors, validate_inference_config, validate_tuning_config
-from kaito_core.controllers.workspace.auth import generated_api_key_secret
-from kaito_core.controllers.workspace.context import BuildContext
-from kaito_core.controllers.workspace.inference import (
-    default_inference_config_data,
-    headless_service,
-    inference_config_name,
-    inference_service,
-    inference_workload,
-    is_distributed,
+from kaito_core.controllers.workspace.children import (
+    APPLIED_HASH_ANNOTATION,
+    WorkspaceChildren,
+    _owned_by,
+    manifest_hash,
 )
+from kaito_core.controllers.workspace.context import BuildContext
 from kaito_core.controllers.workspace.kinds import CONTROLLERREVISION, MACHINE, WORKSPACE
-from kaito_core.controllers.workspace.naming import headless_service_name, machine_name, revision_name
+from kaito_core.controllers.workspace.naming import machine_name, revision_name
 from kaito_core.controllers.workspace.nodes import (
     NodePlan,
     ResourceState,
@@ -64,31 +60,11 @@ from kaito_core.controllers.workspace.nodes import (
 )
 from kaito_core.controllers.workspace.revision import controller_revision, prune_revisions, spec_hash
 from kaito_core.controllers.workspace.settings import WorkspaceSettings
-from kaito_core.controllers.workspace.status import (
-    Check,
-    Observed,
-    compute_status,
-    inference_check,
-    job_checks,
-    status_equal,
-    status_events,
-)
-from kaito_core.controllers.workspace.tuning import (
-    TUNING_HASH_ANNOTATION,
-    tuning_config_map,
-    tuning_hash,
-    tuning_job,
-)
-from kaito_core.controllers.workspace.weights import weights_cache_claim
+from kaito_core.controllers.workspace.status import Check, Observed, compute_status, status_equal, status_events
 from kaito_core.engine import (
-    CONFIGMAP,
     DEPLOYMENT,
     JOB,
     NODE,
-    PERSISTENTVOLUMECLAIM,
-    POD,
-    SECRET,
-    SERVICE,
     STATEFULSET,
     AlreadyExistsError,
     APIError,
@@ -98,18 +74,15 @@ from kaito_core.engine import (
     EventType,
     NotFoundError,
     Request,
-    ResourceKind,
     Result,
     SharedCache,
+    meta,
 )
 from kaito_core.provisioning.identity import InstallIdentity
 
 __all__ = ["APPLIED_HASH_ANNOTATION", "WorkspaceReconciler", "manifest_hash"]
 
 log = structlog.get_logger("kaito_core.controllers.workspace")
-
-#: On every child we apply: a hash of what we applied, so an unchanged child is not written again.
-APPLIED_HASH_ANNOTATION = "kaito.sh/applied-hash"
 
 #: Slot names a deleting Workspace asks the API server about even when the cache shows no Machine
 #: (every slot a valid ``count`` can have).
@@ -122,24 +95,7 @@ _WARNING_REASONS = {
 }
 
 
-def manifest_hash(obj: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
-
-
-def _meta(obj: Mapping[str, Any]) -> dict[str, Any]:
-    return dict(obj.get("metadata") or {})
-
-
-def _annotations(obj: Mapping[str, Any] | None) -> dict[str, str]:
-    return dict(_meta(obj).get("annotations") or {}) if obj else {}
-
-
-def _owned_by(obj: Mapping[str, Any] | None, uid: str | None) -> bool:
-    return obj is not None and any(ref.get("uid") == uid and ref.get("controller")
-                                   for ref in _meta(obj).get("ownerReferences") or ())
-
-
-class WorkspaceReconciler:
+class WorkspaceReconciler(WorkspaceChildren):
     """Reconciles Workspaces (see the module docstring); reads come from ``cache``."""
 
     def __init__(self, client: Client, cache: SharedCache, recorder: EventRecorder | None = None,
@@ -164,14 +120,14 @@ class WorkspaceReconciler:
     async def reconcile(self, request: Request) -> Result:
         obj = self.cache.get(WORKSPACE, request.namespace, request.name)
         key = (str(request.namespace), request.name)
-        if obj is None or _meta(obj).get("deletionTimestamp"):
+        if obj is None or meta(obj).deleting:
             self._status_written.pop(key, None)
             self._metadata_written.pop(key, None)
         if obj is None:
             return Result()  # gone: children follow by ownerReference
-        if _meta(obj).get("deletionTimestamp"):
+        if meta(obj).deleting:
             return await self._teardown(obj)
-        if self._metadata_written.get(key) == _meta(obj).get("resourceVersion"):
+        if self._metadata_written.get(key) == meta(obj).resource_version:
             # Our finalizer/revision patch is not in the cache yet: a patch now would only be refused
             # (Conflict); the watch event of that patch brings the next pass.
             return Result(requeue_after=1.0)
@@ -190,23 +146,23 @@ class WorkspaceReconciler:
     async def _ensure_metadata(self, obj: dict[str, Any], digest: str | None) -> dict[str, Any]:
         """The finalizer and the revision annotation in one patch (one write, not two), before any child
         is made; guarded by resourceVersion, so a stale view answers Conflict and never drops a finalizer."""
-        meta = _meta(obj)
-        finalizers = list(meta.get("finalizers") or [])
-        patch: dict[str, Any] = {"resourceVersion": meta.get("resourceVersion")}
+        view = meta(obj)
+        finalizers = list(view.finalizers)
+        patch: dict[str, Any] = {"resourceVersion": view.resource_version}
         if WORKSPACE_FINALIZER not in finalizers:
             patch["finalizers"] = [*finalizers, WORKSPACE_FINALIZER]
-        if digest is not None and _annotations(obj).get(ANNOTATION_REVISION) != digest:
+        if digest is not None and view.annotations.get(ANNOTATION_REVISION) != digest:
             patch["annotations"] = {ANNOTATION_REVISION: digest}
         if len(patch) == 1:
             return obj
-        patched = await self.client.patch(WORKSPACE, meta["name"], {"metadata": patch}, meta.get("namespace"))
-        self._metadata_written[(str(meta.get("namespace")), str(meta["name"]))] = meta.get("resourceVersion")
+        patched = await self.client.patch(WORKSPACE, view.name, {"metadata": patch}, view.namespace)
+        self._metadata_written[(str(view.namespace), view.name)] = view.resource_version
         return patched
 
     async def _invalid(self, obj: dict[str, Any], errors: list[FieldError]) -> Result:
         message = ("the Workspace is invalid, nothing was created; fix it and apply again: "
                    + "; ".join(str(e) for e in errors))
-        observed = Observed(generation=_meta(obj).get("generation"), invalid=message)
+        observed = Observed(generation=meta(obj).generation, invalid=message)
         await self._write_status(obj, observed)
         return Result()  # reconciled again when it changes
 
@@ -217,7 +173,7 @@ class WorkspaceReconciler:
         plan, resource = await self._nodes(ws, preset, sku, detail=self._long_wait(obj))
         ctx = BuildContext(ws=ws, settings=self.settings, preset=preset, sku=sku or plan.gpus, nodes=plan.nodes,
                            labelled_nodes=frozenset(plan.labelled), revision=revision)
-        observed = Observed(generation=_meta(obj).get("generation"), is_tuning=ws.tuning is not None,
+        observed = Observed(generation=meta(obj).generation, is_tuning=ws.tuning is not None,
                             resource=Check("True" if resource.ready else "False", resource.reason, resource.message),
                             worker_nodes=list(resource.usable))
         if ws.inference is not None:
@@ -233,22 +189,22 @@ class WorkspaceReconciler:
 
     async def _set_finalizers(self, obj: dict[str, Any], finalizers: list[str]) -> dict[str, Any]:
         """Merge patch guarded by resourceVersion: a stale view answers Conflict, never loses a finalizer."""
-        meta = _meta(obj)
-        patch = {"metadata": {"finalizers": finalizers, "resourceVersion": meta.get("resourceVersion")}}
-        return await self.client.patch(WORKSPACE, meta["name"], patch, meta.get("namespace"))
+        view = meta(obj)
+        patch = {"metadata": {"finalizers": finalizers, "resourceVersion": view.resource_version}}
+        return await self.client.patch(WORKSPACE, view.name, patch, view.namespace)
 
     def _own_machines(self, namespace: str, name: str) -> list[dict[str, Any]]:
         return self.cache.list(MACHINE, label_selector={LABEL_WORKSPACE: name, LABEL_WORKSPACE_NAMESPACE: namespace})
 
     async def _teardown(self, obj: dict[str, Any]) -> Result:
-        meta = _meta(obj)
-        namespace, name = str(meta.get("namespace")), str(meta["name"])
-        if WORKSPACE_FINALIZER not in (meta.get("finalizers") or []):
+        view = meta(obj)
+        namespace, name = str(view.namespace), view.name
+        if WORKSPACE_FINALIZER not in view.finalizers:
             return Result()
         count = (obj.get("resource") or {}).get("count")
         slots = min(count, _MAX_TEARDOWN_SLOTS) if isinstance(count, int) and count > 0 else 1
-        await self._stop_workloads(namespace, name, meta.get("uid"))
-        names = {_meta(m)["name"] for m in self._own_machines(namespace, name)}
+        await self._stop_workloads(namespace, name, view.uid)
+        names = {meta(m).name for m in self._own_machines(namespace, name)}
         if (obj.get("status") or {}).get("state") != WorkspaceState.DELETING:
             # The cache may lag behind a Machine created just now: its name is deterministic, ask
             # for it too. Once the first pass recorded Deleting, every slot was asked for and no
@@ -257,11 +213,11 @@ class WorkspaceReconciler:
         remaining: list[str] = []
         for machine in sorted(names):
             cached = self.cache.get(MACHINE, None, machine)
-            if cached is not None and _meta(cached).get("deletionTimestamp"):
+            if cached is not None and meta(cached).deleting:
                 remaining.append(machine)
                 continue
             answer = await self.client.delete(MACHINE, machine, missing_ok=True, propagation_policy="Background")
-            if answer is not None and answer.get("kind") == "Machine" and _meta(answer).get("finalizers"):
+            if answer is not None and answer.get("kind") == "Machine" and meta(answer).finalizers:
                 remaining.append(machine)
         if remaining:
             if (obj.get("status") or {}).get("state") != WorkspaceState.DELETING:
@@ -273,7 +229,7 @@ class WorkspaceReconciler:
                     return Result()
             log.info("waiting for machines to go", machines=remaining)
             return Result(requeue_after=self.settings.teardown_poll_seconds)
-        finalizers = [f for f in meta.get("finalizers") or [] if f != WORKSPACE_FINALIZER]
+        finalizers = [f for f in view.finalizers if f != WORKSPACE_FINALIZER]
         try:
             await self._set_finalizers(obj, finalizers)
         except NotFoundError:
@@ -289,11 +245,11 @@ class WorkspaceReconciler:
         only remove them once the finalizer is gone)."""
         for kind in (DEPLOYMENT, STATEFULSET, JOB):
             cached = self.cache.get(kind, namespace, name, copy=False)
-            if cached is not None and _owned_by(cached, uid) and not _meta(cached).get("deletionTimestamp"):
+            if cached is not None and _owned_by(cached, uid) and not meta(cached).deleting:
                 # uid-conditional: never a same-named object made since the cache saw this one.
                 with contextlib.suppress(ConflictError):
                     await self.client.delete(kind, name, namespace, missing_ok=True,
-                                             propagation_policy="Background", uid=_meta(cached).get("uid"))
+                                             propagation_policy="Background", uid=meta(cached).uid)
 
     # ------------------------------------------------------------------ revision
 
@@ -310,13 +266,13 @@ class WorkspaceReconciler:
         revisions = self.cache.list(CONTROLLERREVISION, namespace, label_selector={LABEL_WORKSPACE: ws.name})
         revisions = [r for r in revisions if _owned_by(r, ws.metadata.uid)]
         name = revision_name(ws.name, digest)
-        current = next((r for r in revisions if _meta(r).get("name") == name), None)
+        current = next((r for r in revisions if meta(r).name == name), None)
         top = max((int(r.get("revision") or 0) for r in revisions), default=0)
         if current is not None and int(current.get("revision") or 0) < top:
             # Back to an earlier spec: it becomes the newest revision again. A ControllerRevision's
             # data is immutable (and compared byte for byte), so it is made anew rather than patched.
             await self.client.delete(CONTROLLERREVISION, name, namespace, missing_ok=True)
-            revisions = [r for r in revisions if _meta(r).get("name") != name]
+            revisions = [r for r in revisions if meta(r).name != name]
             current = None
         if current is None:
             try:
@@ -336,7 +292,7 @@ class WorkspaceReconciler:
         """The nodes this Workspace could use or already uses: its Machines' nodes and those that
         match ``labelSelector.matchLabels`` (the label index answers; no scan of every Node)."""
         match_labels = ws.resource.label_selector.match_labels or {}
-        found = {_meta(n)["name"]: n for n in self.cache.list(NODE, label_selector=dict(match_labels), copy=False)}
+        found = {meta(n).name: n for n in self.cache.list(NODE, label_selector=dict(match_labels), copy=False)}
         for machine in machines:
             node_name = (machine.get("status") or {}).get("nodeName")
             if node_name and node_name not in found:
@@ -388,125 +344,8 @@ class WorkspaceReconciler:
         for name in plan.delete_machines:
             await self.client.delete(MACHINE, name, missing_ok=True)
             await self._emit(self._ref(ws), "Normal", "MachineDeleted", f"deleted Machine {name}: not needed any more")
-        nodes_by_name = {_meta(n)["name"]: n for n in nodes}
+        nodes_by_name = {meta(n).name: n for n in nodes}
         return plan, resource_state(plan, nodes_by_name, detail=detail)
-
-    # ------------------------------------------------------------------ children
-
-    async def _ensure(self, desired: dict[str, Any], kind: ResourceKind) -> dict[str, Any]:
-        """Server-side apply ``desired`` unless the cached child was applied from the same manifest."""
-        meta = desired["metadata"]
-        digest = manifest_hash(desired)
-        meta.setdefault("annotations", {})[APPLIED_HASH_ANNOTATION] = digest
-        cached = self.cache.get(kind, meta.get("namespace"), meta["name"])
-        if cached is not None and _annotations(cached).get(APPLIED_HASH_ANNOTATION) == digest:
-            return cached
-        return await self.client.apply(desired, kind=kind, force=True)
-
-    async def _ensure_api_key_secret(self, ctx: BuildContext) -> None:
-        """The token Secret of a LoadBalancer Workspace that named none: created once, before the
-        Service turns public, and never rewritten (its clients keep the token). One write, only
-        while the Service is not yet a LoadBalancer; a Secret of that name already there is used."""
-        secret = generated_api_key_secret(ctx)
-        if secret is None:
-            return
-        service = self.cache.get(SERVICE, ctx.namespace, ctx.name, copy=False)
-        if service is not None and (service.get("spec") or {}).get("type") == "LoadBalancer":
-            return
-        with contextlib.suppress(AlreadyExistsError):
-            await self.client.create(secret, kind=SECRET)
-
-    async def _ensure_weights_claim(self, ctx: BuildContext) -> None:
-        claim = weights_cache_claim(ctx)
-        if claim is not None:
-            await self._ensure(claim, PERSISTENTVOLUMECLAIM)
-
-    async def _delete_owned(self, kind: ResourceKind, namespace: str, name: str, uid: str | None) -> None:
-        cached = self.cache.get(kind, namespace, name)
-        if _owned_by(cached, uid):
-            await self.client.delete(kind, name, namespace, missing_ok=True, propagation_policy="Background")
-
-    def _pods(self, ctx: BuildContext) -> list[dict[str, Any]]:
-        return self.cache.list(POD, ctx.namespace, label_selector=ctx.selector_labels)
-
-    async def _inference(self, ctx: BuildContext, resource: ResourceState) -> Check:
-        ws = ctx.ws
-        assert ws.inference is not None
-        distributed = is_distributed(ctx)
-        kind, other = (STATEFULSET, DEPLOYMENT) if distributed else (DEPLOYMENT, STATEFULSET)
-        existing = self.cache.get(kind, ctx.namespace, ctx.name)
-        if not resource.ready or not ctx.nodes:
-            # Never deploy before the nodes are ready; an existing workload is left as it is.
-            return inference_check(existing, self._pods(ctx)) if existing is not None else Check(
-                CONDITION_FALSE, WorkspaceReason.WAITING_FOR_RESOURCE, "waiting for the GPU nodes before deploying")
-        config_data: dict[str, Any] | None = None
-        if ws.inference.template is None:
-            if ws.inference.config:
-                user = self.cache.get(CONFIGMAP, ctx.namespace, ws.inference.config)
-                if user is None:
-                    return inference_check(existing, self._pods(ctx), blocked=(
-                        f"ConfigMap {ws.inference.config} (inference.config) not found in namespace "
-                        f"{ctx.namespace}; create it or remove inference.config to use the preset's defaults"))
-                config_data = dict(user.get("data") or {})
-                problems = validate_inference_config(config_data, name=ws.inference.config, preset=ctx.preset)
-                if problems:
-                    return inference_check(existing, self._pods(ctx), blocked=describe_config_errors(
-                        ws.inference.config, "inference.config", problems))
-            else:
-                config_data = default_inference_config_data(ctx)  # carried by the pod template
-            # The default config's ConfigMap of an earlier version is not used any more.
-            await self._delete_owned(CONFIGMAP, ctx.namespace, inference_config_name(ctx), ws.metadata.uid)
-        await self._ensure_weights_claim(ctx)
-        await self._delete_owned(other, ctx.namespace, ctx.name, ws.metadata.uid)
-        workload = await self._ensure(inference_workload(ctx, config_data=config_data), kind)
-        await self._ensure_api_key_secret(ctx)
-        await self._ensure(inference_service(ctx), SERVICE)
-        if distributed:
-            await self._ensure(headless_service(ctx), SERVICE)
-        else:
-            await self._delete_owned(SERVICE, ctx.namespace, headless_service_name(ctx.name), ws.metadata.uid)
-        return inference_check(workload, self._pods(ctx))
-
-    async def _tuning(self, ctx: BuildContext, resource: ResourceState) -> tuple[Check, Check]:
-        ws = ctx.ws
-        assert ws.tuning is not None
-        job = self.cache.get(JOB, ctx.namespace, ctx.name)
-        if job is not None and not _owned_by(job, ws.metadata.uid):
-            message = f"a Job named {ctx.name} exists and does not belong to this Workspace; delete or rename it"
-            return job_checks(None, [], blocked=message)
-        want = tuning_hash(ctx)
-        if job is not None and _annotations(job).get(TUNING_HASH_ANNOTATION) != want:
-            # The pod template of a Job is immutable: a new tuning spec means a new Job.
-            if not _meta(job).get("deletionTimestamp"):
-                await self.client.delete(JOB, ctx.name, ctx.namespace, missing_ok=True,
-                                         propagation_policy="Background")
-                await self._emit(self._ref(ws), "Normal", "JobRecreated",
-                                 "the tuning spec changed; replacing the tuning job")
-            return job_checks(None, [])
-        if job is None:
-            if not resource.ready or not ctx.nodes:
-                return job_checks(None, [])
-            if ws.tuning.config:
-                if self.cache.get(CONFIGMAP, ctx.namespace, ws.tuning.config) is None:
-                    return job_checks(None, [], blocked=(
-                        f"ConfigMap {ws.tuning.config} (tuning.config) not found in namespace {ctx.namespace}; "
-                        "create it or remove tuning.config to use the method's default template"))
-                user = self.cache.get(CONFIGMAP, ctx.namespace, ws.tuning.config) or {}
-                problems = validate_tuning_config(user.get("data"), name=ws.tuning.config, method=ws.tuning.method)
-                if problems:
-                    return job_checks(None, [], blocked=describe_config_errors(
-                        ws.tuning.config, "tuning.config", problems))
-            else:
-                await self._ensure(tuning_config_map(ctx), CONFIGMAP)
-            await self._ensure_weights_claim(ctx)
-            try:
-                job = await self.client.create(tuning_job(ctx), kind=JOB)
-                await self._emit(self._ref(ws), "Normal", "JobCreated", f"created tuning job {ctx.name}")
-            except AlreadyExistsError:
-                job = await self.client.get_or_none(JOB, ctx.name, ctx.namespace)
-        elif not ws.tuning.config:
-            await self._ensure(tuning_config_map(ctx), CONFIGMAP)
-        return job_checks(job, self._pods(ctx))
 
     # ------------------------------------------------------------------ status / events
 
@@ -515,10 +354,10 @@ class WorkspaceReconciler:
         write a change causes is done by the time the Workspace shows it (nothing drains after Ready)."""
         current = obj.get("status") or {}
         new = compute_status(current, observed)
-        meta = _meta(obj)
-        key = (str(meta.get("namespace")), str(meta["name"]))
+        view = meta(obj)
+        key = (str(view.namespace), view.name)
         pending = self._status_written.pop(key, None)
-        if pending is not None and pending[0] == meta.get("resourceVersion"):
+        if pending is not None and pending[0] == view.resource_version:
             # The cache has not shown our last status patch yet: compare with what it wrote, or the
             # next pass (woken by that very patch, or by a child) writes the same status again.
             self._status_written[key] = pending
@@ -528,10 +367,10 @@ class WorkspaceReconciler:
         for event in status_events(current, new, warnings=_WARNING_REASONS):
             await self._emit(obj, event.type, event.reason, event.message)
         try:
-            await self.client.patch_status(WORKSPACE, meta["name"], {"status": new}, meta.get("namespace"))
+            await self.client.patch_status(WORKSPACE, view.name, {"status": new}, view.namespace)
         except NotFoundError:
             return
-        self._status_written[key] = (meta.get("resourceVersion"), new)
+        self._status_written[key] = (view.resource_version, new)
 
     @staticmethod
     def _ref(ws: Workspace) -> dict[str, Any]:
@@ -543,5 +382,5 @@ class WorkspaceReconciler:
         if self.recorder is None:
             return
         ref = {"apiVersion": obj.get("apiVersion") or WORKSPACE.api_version, "kind": "Workspace",
-               "metadata": _meta(obj)}
+               "metadata": dict(obj.get("metadata") or {})}
         await self.recorder.emit(ref, type_, reason, message)

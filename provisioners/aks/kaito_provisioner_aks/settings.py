@@ -46,61 +46,60 @@ REQUIRED_SETTINGS: dict[str, str] = {
 class AKSSettings(BaseSettings):
     """Settings of the ``aks`` provisioner plugin. Field names are the environment variables, upper-cased."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", populate_by_name=True,
+                                      use_attribute_docstrings=True)
 
-    arm_subscription_id: str = Field(description="ARM_SUBSCRIPTION_ID: the Azure subscription of the cluster.")
-    arm_resource_group: str = Field(description="ARM_RESOURCE_GROUP: the cluster's resource group.")
-    azure_cluster_name: str = Field(description="AZURE_CLUSTER_NAME: the AKS cluster's name.")
-    location: str = Field(description="LOCATION: the cluster's region (SKU and quota checks use it).")
+    arm_subscription_id: str
+    """ARM_SUBSCRIPTION_ID: the Azure subscription of the cluster."""
+    arm_resource_group: str
+    """ARM_RESOURCE_GROUP: the cluster's resource group."""
+    azure_cluster_name: str
+    """AZURE_CLUSTER_NAME: the AKS cluster's name."""
+    location: str
+    """LOCATION: the cluster's region (SKU and quota checks use it)."""
 
-    arm_base_url: str = Field(
-        default="https://management.azure.com",
-        description="ARM_BASE_URL: the Resource Manager endpoint (sovereign clouds, tests).")
-    arm_credential: CredentialKind = Field(
-        default=CredentialKind.AUTO,
-        description="ARM_CREDENTIAL: auto | workload-identity | managed-identity | default.")
-    azure_client_id: str | None = Field(
-        default=None, description="AZURE_CLIENT_ID: the identity's client ID (workload or user-assigned managed).")
-    azure_tenant_id: str | None = Field(default=None, description="AZURE_TENANT_ID: for workload identity.")
-    azure_federated_token_file: str | None = Field(
-        default=None,
-        description="AZURE_FEDERATED_TOKEN_FILE: the projected service-account token (workload identity).")
-    arm_ca_bundle: Path | None = Field(
-        default=None, description="ARM_CA_BUNDLE: a PEM bundle to verify ARM and the token endpoint with "
-        "(private endpoints, TLS-inspecting proxies, tests); the system store otherwise.")
-    azure_node_resource_group: str | None = Field(
-        default=None, description="AZURE_NODE_RESOURCE_GROUP: the cluster's MC_ resource group (informational).")
+    arm_base_url: str = "https://management.azure.com"
+    """ARM_BASE_URL: the Resource Manager endpoint (sovereign clouds, tests)."""
+    arm_credential: CredentialKind = CredentialKind.AUTO
+    """ARM_CREDENTIAL: auto | workload-identity | managed-identity | default."""
+    azure_client_id: str | None = None
+    """AZURE_CLIENT_ID: the identity's client ID (workload or user-assigned managed)."""
+    azure_tenant_id: str | None = None
+    """AZURE_TENANT_ID: for workload identity."""
+    azure_federated_token_file: str | None = None
+    """AZURE_FEDERATED_TOKEN_FILE: the projected service-account token (workload identity)."""
+    arm_ca_bundle: Path | None = None
+    """ARM_CA_BUNDLE: a PEM bundle to verify ARM and the token endpoint with (private endpoints, TLS-inspecting
+    proxies, tests); the system store otherwise.
+    """
+    azure_node_resource_group: str | None = None
+    """AZURE_NODE_RESOURCE_GROUP: the cluster's MC_ resource group (informational)."""
 
-    aks_zones: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="AKS_ZONES: availability zones for new pools, comma-separated (empty: regional).")
-    aks_default_os_disk_gb: int = Field(
-        default=128, ge=30, le=2048,
-        description="AKS_DEFAULT_OS_DISK_GB: OS disk when the Machine does not ask for storage.")
-    aks_poll_interval_seconds: float = Field(
-        default=10.0, gt=0, description="AKS_POLL_INTERVAL_SECONDS: LRO poll interval when ARM sends no Retry-After.")
-    aks_create_timeout_seconds: float = Field(
-        default=900.0, gt=0,
-        description="AKS_CREATE_TIMEOUT_SECONDS: how long one create() waits for a pool before a RetryableError.")
-    aks_wait_for_create: bool = Field(
-        default=True,
-        description="AKS_WAIT_FOR_CREATE: create() waits for the pool, polling at ARM's Retry-After (holds one "
-        "reconcile worker for minutes); false: it returns at once with no providerID and the pool's state, and "
-        "the Machine reconciler calls again every poll interval (one GET each).")
-    aks_node_wait_seconds: float = Field(
-        default=60.0, ge=0,
-        description="AKS_NODE_WAIT_SECONDS: after the pool succeeds, how long to wait for its Node to register.")
-    aks_sku_cache_seconds: float = Field(
-        default=300.0, ge=0, description="AKS_SKU_CACHE_SECONDS: how long SKU and quota answers are reused.")
-    arm_retry_total: int = Field(
-        default=10, ge=0, description="ARM_RETRY_TOTAL: retries of one ARM request (429/5xx/connection).")
-    arm_retry_backoff_factor: float = Field(
-        default=0.8, ge=0,
-        description="ARM_RETRY_BACKOFF_FACTOR: exponential backoff base when there is no Retry-After.")
-    arm_retry_backoff_max: int = Field(
-        default=60, ge=0, description="ARM_RETRY_BACKOFF_MAX: cap on one backoff (seconds).")
-    arm_request_timeout_seconds: int = Field(
-        default=60, gt=0, description="ARM_REQUEST_TIMEOUT_SECONDS: read timeout of one ARM request.")
+    aks_zones: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """AKS_ZONES: availability zones for new pools, comma-separated (empty: regional)."""
+    aks_default_os_disk_gb: int = Field(default=128, ge=30, le=2048)
+    """AKS_DEFAULT_OS_DISK_GB: OS disk when the Machine does not ask for storage."""
+    aks_poll_interval_seconds: float = Field(default=10.0, gt=0)
+    """AKS_POLL_INTERVAL_SECONDS: LRO poll interval when ARM sends no Retry-After."""
+    aks_create_timeout_seconds: float = Field(default=900.0, gt=0)
+    """AKS_CREATE_TIMEOUT_SECONDS: how long one create() waits for a pool before a RetryableError."""
+    aks_wait_for_create: bool = True
+    """AKS_WAIT_FOR_CREATE: create() waits for the pool, polling at ARM's Retry-After (holds one reconcile worker
+    for minutes); false: it returns at once with no providerID and the pool's state, and the Machine
+    reconciler calls again every poll interval (one GET each).
+    """
+    aks_node_wait_seconds: float = Field(default=60.0, ge=0)
+    """AKS_NODE_WAIT_SECONDS: after the pool succeeds, how long to wait for its Node to register."""
+    aks_sku_cache_seconds: float = Field(default=300.0, ge=0)
+    """AKS_SKU_CACHE_SECONDS: how long SKU and quota answers are reused."""
+    arm_retry_total: int = Field(default=10, ge=0)
+    """ARM_RETRY_TOTAL: retries of one ARM request (429/5xx/connection)."""
+    arm_retry_backoff_factor: float = Field(default=0.8, ge=0)
+    """ARM_RETRY_BACKOFF_FACTOR: exponential backoff base when there is no Retry-After."""
+    arm_retry_backoff_max: int = Field(default=60, ge=0)
+    """ARM_RETRY_BACKOFF_MAX: cap on one backoff (seconds)."""
+    arm_request_timeout_seconds: int = Field(default=60, gt=0)
+    """ARM_REQUEST_TIMEOUT_SECONDS: read timeout of one ARM request."""
 
     @model_validator(mode="before")
     @classmethod

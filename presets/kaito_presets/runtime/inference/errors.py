@@ -1,6 +1,6 @@
 """The server's one error shape: ``{"error": {"message", "type", "code"}, "detail": message}``.
 
-Every failure answers it, whatever raised it (a route's :class:`APIError`, a backend's ``BackendError``,
+Every failure answers it, whatever raised it (a route's :class:`RequestError`, a backend's ``BackendError``,
 request validation, routing, a limit, or an unexpected exception, whose text never leaves the log).
 """
 
@@ -17,13 +17,13 @@ from .base import BackendError
 
 log = logging.getLogger("kaito.inference.server")
 
-__all__ = ["APIError", "error_body", "error_response", "install_error_handlers"]
+__all__ = ["RequestError", "error_body", "error_response", "install_error_handlers"]
 
 # The ``code`` of an HTTP error raised by routing or a limit, by status.
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
 
 
-class APIError(Exception):
+class RequestError(Exception):
     """A request answered with ``status`` and the error body (raised anywhere under a route)."""
 
     def __init__(
@@ -58,8 +58,8 @@ def error_response(
 def install_error_handlers(app: FastAPI) -> None:
     """Answer every exception with the error shape; a 5xx never carries a traceback."""
 
-    @app.exception_handler(APIError)
-    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+    @app.exception_handler(RequestError)
+    async def _api_error(request: Request, exc: RequestError) -> JSONResponse:
         headers = {"Retry-After": "1"} if exc.status == 429 else None
         return error_response(exc.status, exc.message, exc.code, exc.type, headers=headers, param=exc.param)
 

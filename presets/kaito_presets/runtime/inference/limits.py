@@ -20,7 +20,7 @@ from prometheus_client import Gauge
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import APIError, error_response
+from .errors import RequestError, error_response
 
 log = logging.getLogger("kaito.inference.server")
 
@@ -134,7 +134,7 @@ class Admission:
 
     def admit(self) -> Slot:
         if self.pending >= self.capacity:
-            raise APIError(
+            raise RequestError(
                 429,
                 f"server busy: {self.capacity} generations are already running or waiting "
                 "(max_pending_requests); retry later",

@@ -15,7 +15,7 @@ import math
 from typing import Any
 
 from .base import Backend, SamplingParams, TokenLogprob
-from .errors import APIError
+from .errors import RequestError
 from .schemas import TOP_LOGPROBS_MAX, ChatCompletionRequest, CompletionRequest, OpenAIRequest
 
 log = logging.getLogger("kaito.inference.server")
@@ -33,8 +33,8 @@ LOGPROB_FLOOR = -9999.0
 _BIAS_LIMIT = 100.0
 
 
-def _refuse(param: str, message: str, code: str = "unsupported_parameter") -> APIError:
-    return APIError(400, f"{param}: {message}", code, param=param)
+def _refuse(param: str, message: str, code: str = "unsupported_parameter") -> RequestError:
+    return RequestError(400, f"{param}: {message}", code, param=param)
 
 
 def _needs(backend: Backend, param: str) -> None:
@@ -64,7 +64,7 @@ def _common(req: OpenAIRequest, backend: Backend, route: str) -> SamplingParams:
     """The parameters both bodies share; ``max_new_tokens`` is set later, by the token budget."""
     if req.n not in (None, 1):
         msg = f"n: only n=1 is supported (one choice per request), got {req.n}"
-        raise APIError(400, msg, "unsupported_n", param="n")
+        raise RequestError(400, msg, "unsupported_n", param="n")
     if req.stream_options is not None and not req.stream:
         raise _refuse("stream_options", "only allowed with stream: true", "invalid_request")
     params = SamplingParams(

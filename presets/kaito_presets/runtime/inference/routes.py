@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import Receive, Scope, Send
 
 from .base import BackendError, Completion
-from .errors import APIError
+from .errors import RequestError
 from .limits import Slot
 from .openai_params import chat_logprobs, chat_sampling, completion_logprobs, completion_sampling
 from .sampling import chat_kwargs, opt_int, sampling_from_kwargs
@@ -70,7 +70,7 @@ def sse(chunks: AsyncIterator[dict[str, Any]], slot: Slot) -> StreamingResponse:
         try:
             async for chunk in chunks:
                 yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
-        except (APIError, BackendError) as exc:
+        except (RequestError, BackendError) as exc:
             yield b"data: " + json.dumps({"error": {"message": str(exc), "type": "server_error"}}).encode() + b"\n\n"
         except Exception:
             log.exception("stream failed")
@@ -125,10 +125,10 @@ async def chat(req: ChatRequest, service: Service) -> dict[str, Any]:
     messages = None
     if req.messages is not None:
         if not req.messages:
-            raise APIError(400, "messages must not be empty", "empty_messages")
+            raise RequestError(400, "messages must not be empty", "empty_messages")
         messages = [m.as_dict() for m in req.messages]
     elif req.prompt is None or not req.prompt.strip():
-        raise APIError(400, "prompt must be a non-empty string (or send messages)", "empty_prompt")
+        raise RequestError(400, "prompt must be a non-empty string (or send messages)", "empty_prompt")
     params = sampling_from_kwargs(kwargs)
     requested, max_length = opt_int(kwargs, "max_new_tokens"), opt_int(kwargs, "max_length")
     with service.admit():
@@ -153,10 +153,10 @@ async def chat_completions(req: ChatCompletionRequest, service: Service) -> dict
     model = service.resolve_model(req.model)
     params = chat_sampling(req, service.backend)
     if not req.messages:
-        raise APIError(400, "messages must not be empty", "empty_messages")
+        raise RequestError(400, "messages must not be empty", "empty_messages")
     msgs = [m.as_dict() for m in req.messages]
     if not any(str(m["content"]).strip() for m in msgs):
-        raise APIError(400, "messages have no content", "empty_prompt")
+        raise RequestError(400, "messages have no content", "empty_prompt")
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -202,10 +202,10 @@ async def completions(req: CompletionRequest, service: Service) -> dict[str, Any
     params = completion_sampling(req, service.backend)
     prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
     if len(prompts) != 1:
-        raise APIError(400, "exactly one prompt per request is supported", "unsupported_batch", param="prompt")
+        raise RequestError(400, "exactly one prompt per request is supported", "unsupported_batch", param="prompt")
     prompt = prompts[0]
     if not prompt.strip():
-        raise APIError(400, "prompt must be a non-empty string", "empty_prompt")
+        raise RequestError(400, "prompt must be a non-empty string", "empty_prompt")
     requested = req.max_tokens if req.max_tokens is not None else 16
     cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     base = {"id": cid, "object": "text_completion", "created": created, "model": model}

@@ -1,7 +1,7 @@
 """Pure request -> generation translation: ``/chat``'s generate_kwargs and the token budget (the OpenAI
 fields: ``openai_params.py``).
 
-Nothing here touches the model, the network or the event loop; every refusal is an :class:`APIError`.
+Nothing here touches the model, the network or the event loop; every refusal is an :class:`RequestError`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from .base import SamplingParams
-from .errors import APIError
+from .errors import RequestError
 from .schemas import SEED_MAX, SEED_MIN, ChatRequest
 
 log = logging.getLogger("kaito.inference.server")
@@ -120,7 +120,7 @@ def chat_kwargs(req: ChatRequest) -> dict[str, Any]:
         kwargs.setdefault(key, value)
     unknown = sorted(set(kwargs) - GEN_KEYS - IGNORED_KEYS)
     if unknown:
-        raise APIError(
+        raise RequestError(
             400,
             f"unsupported generate_kwargs {unknown}; supported: {sorted(GEN_KEYS)} "
             "(other transformers pipeline/generate options are accepted and ignored)",
@@ -128,7 +128,7 @@ def chat_kwargs(req: ChatRequest) -> dict[str, Any]:
         )
     for key, default in _SHAPE_DEFAULTS.items():
         if kwargs.get(key) not in (None, default):
-            raise APIError(
+            raise RequestError(
                 400,
                 f"{key}={kwargs[key]!r} is not supported by this server (only {default!r}: one text result)",
                 "invalid_generate_kwargs",
@@ -138,7 +138,7 @@ def chat_kwargs(req: ChatRequest) -> dict[str, Any]:
         log.info("/chat: ignoring generate_kwargs with no effect on this runtime: %s", ", ".join(ignored))
     if "stop_strings" in kwargs:
         if "stop" in kwargs:
-            raise APIError(400, "give stop or stop_strings, not both", "invalid_generate_kwargs")
+            raise RequestError(400, "give stop or stop_strings, not both", "invalid_generate_kwargs")
         kwargs["stop"] = kwargs.pop("stop_strings")
     return kwargs
 
@@ -149,7 +149,7 @@ def opt_int(kwargs: dict[str, Any], key: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise APIError(400, f"{key} must be a positive integer, got {value!r}", "invalid_generate_kwargs")
+        raise RequestError(400, f"{key} must be a positive integer, got {value!r}", "invalid_generate_kwargs")
     return value
 
 
@@ -157,7 +157,7 @@ def opt_float(kwargs: dict[str, Any], key: str, default: float, lo: float, hi: f
     """A number option in ``[lo, hi]``."""
     value = kwargs.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= float(value) <= hi:
-        raise APIError(400, f"{key} must be a number in [{lo}, {hi}], got {value!r}", "invalid_generate_kwargs")
+        raise RequestError(400, f"{key} must be a number in [{lo}, {hi}], got {value!r}", "invalid_generate_kwargs")
     return float(value)
 
 
@@ -166,9 +166,9 @@ def _seed(kwargs: dict[str, Any]) -> int | None:
     if seed is None:
         return None
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise APIError(400, "seed must be an integer", "invalid_generate_kwargs")
+        raise RequestError(400, "seed must be an integer", "invalid_generate_kwargs")
     if not SEED_MIN <= seed <= SEED_MAX:
-        raise APIError(
+        raise RequestError(
             400, f"seed must be a 64-bit integer in [{SEED_MIN}, {SEED_MAX}], got {seed}", "invalid_generate_kwargs"
         )
     return seed
@@ -180,13 +180,13 @@ def sampling_from_kwargs(kwargs: dict[str, Any]) -> SamplingParams:
     if stop is not None and not (
         isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
     ):
-        raise APIError(400, "stop must be a string or a list of strings", "invalid_generate_kwargs")
+        raise RequestError(400, "stop must be a string or a list of strings", "invalid_generate_kwargs")
     do_sample = kwargs.get("do_sample")
     if do_sample is not None and not isinstance(do_sample, bool):
-        raise APIError(400, "do_sample must be a boolean", "invalid_generate_kwargs")
+        raise RequestError(400, "do_sample must be a boolean", "invalid_generate_kwargs")
     top_k = kwargs.get("top_k")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
-        raise APIError(400, "top_k must be a non-negative integer", "invalid_generate_kwargs")
+        raise RequestError(400, "top_k must be a non-negative integer", "invalid_generate_kwargs")
     seed = _seed(kwargs)
     rp = kwargs.get("repetition_penalty")
     return SamplingParams(
@@ -210,21 +210,21 @@ def token_budget(
     limit: int,
     max_length: int | None = None,
 ) -> int:
-    """The completion's max new tokens for a prompt of ``n_prompt`` tokens, or an :class:`APIError`.
+    """The completion's max new tokens for a prompt of ``n_prompt`` tokens, or an :class:`RequestError`.
 
     ``context`` is the model's prompt-plus-completion length, ``requested`` the max tokens the request asks
     for (None: ``default``, clamped to what the context leaves), ``limit`` the server's cap on it, and
     ``max_length`` the HF pipeline's prompt-plus-completion cap (clamped, as the pipeline does).
     """
     if n_prompt >= context:
-        raise APIError(
+        raise RequestError(
             400,
             f"prompt is {n_prompt} tokens; this model's context is {context} tokens (prompt plus completion)",
             "context_length_exceeded",
         )
     if max_length is not None:
         if max_length - n_prompt < 1:
-            raise APIError(
+            raise RequestError(
                 400,
                 f"max_length {max_length} leaves no room after the {n_prompt}-token prompt",
                 "context_length_exceeded",
@@ -233,13 +233,13 @@ def token_budget(
         # to this server's limits (Kaito's documented /chat body sends max_length 200).
         requested = min(max_length - n_prompt, limit, context - n_prompt)
     if requested is not None and requested > limit:
-        raise APIError(
+        raise RequestError(
             400, f"max tokens {requested} exceeds this server's limit of {limit}", "max_tokens_exceeded"
         )
     if requested is None:
         return min(default, context - n_prompt)
     if n_prompt + requested > context:
-        raise APIError(
+        raise RequestError(
             400,
             f"prompt ({n_prompt} tokens) plus max tokens ({requested}) exceeds this model's "
             f"context of {context} tokens",

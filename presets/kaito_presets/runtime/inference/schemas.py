@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import APIError
+from .errors import RequestError
 
 __all__ = [
     "SEED_MAX",
@@ -53,7 +53,7 @@ class Message(BaseModel):
         content = self.content
         if isinstance(content, list):
             if any(p.type != "text" for p in content):
-                raise APIError(400, "only text content parts are supported", "unsupported_content")
+                raise RequestError(400, "only text content parts are supported", "unsupported_content")
             content = "".join(p.text or "" for p in content)
         out: dict[str, Any] = {"role": self.role, "content": content or ""}
         for key in ("name", "tool_call_id", "tool_calls"):

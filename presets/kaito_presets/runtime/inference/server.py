@@ -24,7 +24,7 @@ from fastapi.responses import Response
 
 from .base import Backend
 from .config import API_KEY_ENV, InferenceConfig
-from .errors import APIError, install_error_handlers
+from .errors import RequestError, install_error_handlers
 from .limits import ApiKeys, BearerAuth, BodyLimit
 from .metrics import InferenceMetrics
 from .routes import router
@@ -32,7 +32,7 @@ from .service import InferenceService, ServerState
 
 log = logging.getLogger("kaito.inference.server")
 
-__all__ = ["APIError", "ServerState", "create_app"]
+__all__ = ["RequestError", "ServerState", "create_app"]
 
 
 def create_app(backend: Backend, config: InferenceConfig, metrics: InferenceMetrics | None = None) -> FastAPI:

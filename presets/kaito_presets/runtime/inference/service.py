@@ -14,7 +14,7 @@ from typing import Any
 
 from .base import Backend, Completion, Delta, SamplingParams
 from .config import InferenceConfig
-from .errors import APIError
+from .errors import RequestError
 from .limits import Admission, Slot
 from .metrics import InferenceMetrics
 from .sampling import token_budget
@@ -46,14 +46,14 @@ class InferenceService:
         if not self.state.ready:
             err = self.state.error
             msg = "model failed to load: " + err if err else "model is still loading"
-            raise APIError(503, msg, "model_not_ready", "server_error")
+            raise RequestError(503, msg, "model_not_ready", "server_error")
 
     def resolve_model(self, name: str | None) -> str:
         names = self.backend.model_names
         if name is None or name == "":
             return names[0]
         if name not in names:
-            raise APIError(404, f"model {name!r} not found; served models: {', '.join(names)}", "model_not_found")
+            raise RequestError(404, f"model {name!r} not found; served models: {', '.join(names)}", "model_not_found")
         return name
 
     def models(self) -> list[dict[str, Any]]:
@@ -111,4 +111,4 @@ class InferenceService:
         async for delta in self.stream(route, model, prompt, params, add_special):
             if delta.done is not None:
                 return delta.done
-        raise APIError(500, "generation ended without a result", "internal_error", "server_error")
+        raise RequestError(500, "generation ended without a result", "internal_error", "server_error")
