@@ -6,11 +6,10 @@ We therefore build from a tiny wrapper module that requires ``k8s.io/kubernetes`
 and replaces every staging module (the list is read from the published
 ``go.mod``, never hard-coded) with its tagged ``v0.<minor>.<patch>`` release.
 etcd is built the same way from ``go.etcd.io/etcd/server/v3``; kwok is a plain
-``go install``. A real node's kubelet and kube-proxy come from the same wrapper
-module; containerd (with ctr and its runc shim) is one ``go install`` with the
-cgo-only storage drivers tagged out. Karpenter's kwok cloud provider (the real Karpenter
-controller, :mod:`kaito_core.testing.karpenter` runs it) is one ``go install`` too. Everything
-lands in one cache folder keyed by the versions, so a second call is instant.
+``go install``. What a real node runs is built by :mod:`kaito_core.testing.build_node`.
+Karpenter's kwok cloud provider (the real Karpenter controller, :mod:`kaito_core.testing.karpenter`
+runs it) is one ``go install`` too. Everything lands in one cache folder keyed by the versions, so a
+second call is instant.
 ``KUBEBUILDER_ASSETS`` (envtest's variable) overrides the folder and its binaries are used as they are.
 """
 
@@ -41,20 +40,12 @@ from kaito_core.testing.versions import (
 
 __all__ = [
     "ALL_BINARIES",
-    "CONTAINERD_BINARIES",
-    "CONTAINERD_VERSION",
-    "COREDNS_VERSION",
     "KUBERNETES_BINARIES",
-    "NODE_BINARIES",
     "NODE_KUBERNETES_BINARIES",
     "ToolchainMissingError",
     "asset_dir",
-    "containerd_dir",
-    "coredns_dir",
     "ensure_binaries",
     "ensure_karpenter",
-    "ensure_node_binaries",
-    "ensure_pause_binary",
     "karpenter_dir",
     "karpenter_module_dir",
     "kwok_stages_dir",
@@ -63,18 +54,8 @@ __all__ = [
 KUBERNETES_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 ALL_BINARIES = (*KUBERNETES_BINARIES, "etcd", "kwok")
 OPTIONAL_BINARIES = ("helm",)
-# What a real node runs: the kubelet and kube-proxy of the same Kubernetes release
-# (built from the same wrapper module, into the same folder), and containerd with
-# its CLI and runc shim (built into a folder keyed by the containerd version).
+# A real node's kubelet and kube-proxy: the same release, built from the same wrapper module.
 NODE_KUBERNETES_BINARIES = ("kubelet", "kube-proxy")
-CONTAINERD_VERSION = "v2.2.1"
-CONTAINERD_BINARIES = ("containerd", "ctr", "containerd-shim-runc-v2")
-# Cluster DNS of the real nodes (Services and pods by name, as distributed inference's MASTER_ADDR
-# needs): CoreDNS, what kubeadm and AKS run, built from the Go module proxy like containerd.
-COREDNS_VERSION = "v1.15.0"
-NODE_BINARIES = (*NODE_KUBERNETES_BINARIES, *CONTAINERD_BINARIES, "coredns")
-# Storage and snapshot drivers a test node never uses (they need cgo or kernel headers).
-CONTAINERD_BUILD_TAGS = "no_btrfs no_devmapper no_zfs"
 
 Progress = Callable[[str], None]
 
@@ -103,16 +84,6 @@ def asset_dir() -> Path:
         return Path(assets)
     key = f"k8s-{KUBERNETES_VERSION}_etcd-{ETCD_VERSION}_kwok-{KWOK_VERSION}"
     return cache_root() / "bin" / key
-
-
-def coredns_dir() -> Path:
-    """The folder holding coredns (keyed by its version)."""
-    return cache_root() / "bin" / f"coredns-{COREDNS_VERSION}"
-
-
-def containerd_dir() -> Path:
-    """The folder holding containerd, ctr and containerd-shim-runc-v2 (keyed by their version)."""
-    return cache_root() / "bin" / f"containerd-{CONTAINERD_VERSION}"
 
 
 def karpenter_dir() -> Path:
@@ -260,42 +231,6 @@ def _build_kubernetes(
     staging_dir.rmdir()
 
 
-def _build_coredns(go: str, out: Path, src: Path, progress: Progress) -> None:
-    """CoreDNS with its default plugins (kubernetes, cache, errors, ...): one ``go install``."""
-    src.mkdir(parents=True, exist_ok=True)
-    staging_dir = out / ".partial"
-    staging_dir.mkdir(parents=True, exist_ok=True)
-    _run(
-        [go, "install", "-trimpath", "-ldflags", "-s -w", f"github.com/coredns/coredns@{COREDNS_VERSION}"],
-        src,
-        progress,
-        f"build coredns {COREDNS_VERSION}",
-        extra_env={"GOBIN": str(staging_dir), "CGO_ENABLED": "0"},
-    )
-    os.replace(staging_dir / "coredns", out / "coredns")
-    staging_dir.rmdir()
-
-
-def _build_containerd(go: str, out: Path, src: Path, progress: Progress) -> None:
-    """containerd, ctr and the runc v2 shim: one ``go install`` of its three commands."""
-    src.mkdir(parents=True, exist_ok=True)
-    module = "github.com/containerd/containerd/v2"
-    ldflags = f"-s -w -X {module}/version.Version={CONTAINERD_VERSION} -X {module}/version.Revision=kaito"
-    pkgs = [f"{module}/cmd/{name}@{CONTAINERD_VERSION}" for name in CONTAINERD_BINARIES]
-    staging_dir = out / ".partial"
-    staging_dir.mkdir(parents=True, exist_ok=True)
-    _run(
-        [go, "install", "-trimpath", "-tags", CONTAINERD_BUILD_TAGS, "-ldflags", ldflags, *pkgs],
-        src,
-        progress,
-        f"build containerd {CONTAINERD_VERSION}",
-        extra_env={"GOBIN": str(staging_dir)},
-    )
-    for name in CONTAINERD_BINARIES:
-        os.replace(staging_dir / name, out / name)
-    staging_dir.rmdir()
-
-
 _ETCD_MAIN = """package main
 
 import (
@@ -438,135 +373,3 @@ def ensure_karpenter(progress: Progress | None = None) -> Path:
             os.replace(staging_dir / "kwok", binary)
             staging_dir.rmdir()
     return binary
-
-
-def ensure_node_binaries(progress: Progress | None = None) -> dict[str, Path]:
-    """Build what a real node needs (kubelet, kube-proxy, containerd, ctr, the runc shim, coredns).
-
-    Returns the path of each binary by name. kubelet and kube-proxy sit beside the
-    control plane in :func:`asset_dir` (same release, same wrapper module); containerd
-    sits in :func:`containerd_dir`. Nothing present is rebuilt.
-    """
-    report = progress or _default_progress
-    kube_out = asset_dir()
-    ctrd_out = containerd_dir()
-    paths = {name: kube_out / name for name in NODE_KUBERNETES_BINARIES}
-    paths.update({name: ctrd_out / name for name in CONTAINERD_BINARIES})
-    paths["coredns"] = coredns_dir() / "coredns"
-    if all(path.exists() for path in paths.values()):
-        return paths
-    kube_missing = tuple(name for name in NODE_KUBERNETES_BINARIES if not paths[name].exists())
-    if kube_missing and os.environ.get("KUBEBUILDER_ASSETS"):
-        raise FileNotFoundError(
-            f"KUBEBUILDER_ASSETS={kube_out} lacks {', '.join(kube_missing)}; add them there or unset "
-            "KUBEBUILDER_ASSETS to build them into the cache"
-        )
-    go = _go_binary()
-    src_root = cache_root() / "src"
-    if kube_missing:
-        with _build_lock(kube_out):
-            kube_missing = tuple(name for name in NODE_KUBERNETES_BINARIES if not paths[name].exists())
-            if kube_missing:
-                report(f"building {', '.join(kube_missing)} into {kube_out}")
-                _build_kubernetes(
-                    go, kube_out, src_root / f"kubernetes-{KUBERNETES_VERSION}", report, kube_missing
-                )
-    if not all(paths[name].exists() for name in CONTAINERD_BINARIES):
-        with _build_lock(ctrd_out):
-            if not all(paths[name].exists() for name in CONTAINERD_BINARIES):
-                report(f"building containerd {CONTAINERD_VERSION} into {ctrd_out}")
-                _build_containerd(go, ctrd_out, src_root / f"containerd-{CONTAINERD_VERSION}", report)
-    if not paths["coredns"].exists():
-        with _build_lock(coredns_dir()):
-            if not paths["coredns"].exists():
-                report(f"building coredns {COREDNS_VERSION} into {coredns_dir()}")
-                _build_coredns(go, coredns_dir(), src_root / f"coredns-{COREDNS_VERSION}", report)
-    return paths
-
-
-PAUSE_SOURCE = """package main
-
-// The pod sandbox's process: hold the namespaces, reap zombies, exit on SIGINT/SIGTERM.
-import (
-\t"os"
-\t"os/signal"
-\t"syscall"
-)
-
-func main() {
-\tsigs := make(chan os.Signal, 8)
-\tsignal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGCHLD)
-\tfor s := range sigs {
-\t\tif s != syscall.SIGCHLD {
-\t\t\tos.Exit(0)
-\t\t}
-\t\tfor {
-\t\t\tvar status syscall.WaitStatus
-\t\t\tpid, err := syscall.Wait4(-1, &status, syscall.WNOHANG, nil)
-\t\t\tif pid <= 0 || err != nil {
-\t\t\t\tbreak
-\t\t\t}
-\t\t}
-\t}
-}
-"""
-
-
-def pause_hash() -> str:
-    """Twelve hex digits naming the pause program (its source); the sandbox image tag uses it."""
-    import hashlib
-
-    return hashlib.sha256(PAUSE_SOURCE.encode()).hexdigest()[:12]
-
-
-def ensure_pause_binary(progress: Progress | None = None) -> Path:
-    """A static pause binary (the sandbox image's only file), built once into the cache."""
-    report = progress or _default_progress
-    out = cache_root() / "bin" / f"pause-{pause_hash()}"
-    binary = out / "pause"
-    if binary.exists():
-        return binary
-    go = _go_binary()
-    with _build_lock(out):
-        if not binary.exists():
-            src = cache_root() / "src" / f"pause-{pause_hash()}"
-            src.mkdir(parents=True, exist_ok=True)
-            (src / "go.mod").write_text("module kaito.local/pause\n\ngo 1.26.0\n")
-            (src / "main.go").write_text(PAUSE_SOURCE)
-            _run([go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / ".pause.partial"), "."],
-                 src, report, "build pause")
-            os.replace(out / ".pause.partial", binary)
-    return binary
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m kaito_core.testing [names...]``: build and print the folder."""
-    args = argv if argv is not None else sys.argv[1:]
-    allowed = (*ALL_BINARIES, *OPTIONAL_BINARIES, "node", "karpenter")
-    unknown = [name for name in args if name not in allowed]
-    if unknown:
-        print(f"unknown binaries {unknown}; choose from {', '.join(allowed)}", file=sys.stderr)
-        return 2
-    try:
-        if "node" in args:  # kubelet, kube-proxy, containerd, ctr, containerd-shim-runc-v2
-            for path in ensure_node_binaries().values():
-                print(path)
-            print(ensure_pause_binary())
-            args = [name for name in args if name != "node"]
-            if not args:
-                return 0
-        if "karpenter" in args:  # Karpenter's kwok cloud provider (tests/karpenter)
-            print(ensure_karpenter())
-            args = [name for name in args if name != "karpenter"]
-            if not args:
-                return 0
-        folder = ensure_binaries(tuple(args) or ALL_BINARIES)
-    except ToolchainMissingError as exc:
-        print(str(exc), file=sys.stderr)
-        return 3
-    print(folder)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

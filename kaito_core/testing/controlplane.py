@@ -32,25 +32,19 @@ import yaml
 
 from kaito_core.testing.build import ALL_BINARIES, ensure_binaries, kwok_stages_dir
 from kaito_core.testing.certs import CertificateSet, make_certificates
+from kaito_core.testing.components import (
+    AUDIT_POLICY,
+    SERVICE_IP,
+    apiserver_args,
+    controller_manager_args,
+    etcd_args,
+    kwok_args,
+    scheduler_args,
+)
 from kaito_core.testing.egress import egress_selector_config, routes_dir
 from kaito_core.testing.process import ManagedProcess, wait_until
 
 __all__ = ["ControlPlane", "ControlPlaneMode", "free_port"]
-
-SERVICE_CIDR = "10.96.0.0/16"  # room for thousands of Services (a /24 filled up at ~250 Workspaces)
-SERVICE_IP = "10.96.0.1"  # the "kubernetes" Service: the first address of the range
-POD_CIDR = "10.0.128.0/17"
-KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
-# Metadata level for service accounts only: enough to know every call they make, cheap to write.
-AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: ["RequestReceived"]
-rules:
-  - level: Metadata
-    userGroups: ["system:serviceaccounts"]
-  - level: None
-"""
-
 
 class ControlPlaneMode(StrEnum):
     """How much of Kubernetes to run."""
@@ -184,23 +178,7 @@ class ControlPlane:
 
     def _start_etcd(self) -> None:
         assert self.workdir is not None
-        peer = free_port()
-        proc = self._spawn(
-            "etcd",
-            [
-                self._bin("etcd"),
-                "--name=default",
-                f"--data-dir={self.workdir / 'etcd'}",
-                f"--listen-client-urls={self.etcd_url}",
-                f"--advertise-client-urls={self.etcd_url}",
-                f"--listen-peer-urls=http://127.0.0.1:{peer}",
-                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
-                f"--initial-cluster=default=http://127.0.0.1:{peer}",
-                # Tests do not need durability across power loss; fsync dominates etcd latency.
-                "--unsafe-no-fsync",
-                "--log-level=warn",
-            ],
-        )
+        proc = self._spawn("etcd", etcd_args(self._bin("etcd"), self.workdir / "etcd", self.etcd_url, free_port()))
         wait_until(
             lambda: proc.check_alive() and _http_ok(f"{self.etcd_url}/health"),
             self.start_timeout,
@@ -209,46 +187,18 @@ class ControlPlane:
 
     def _apiserver_args(self) -> list[str]:
         assert self.certs is not None and self.workdir is not None
-        certs = self.certs
-        args = [
-            self._bin("kube-apiserver"),
-            f"--etcd-servers={self.etcd_url}",
-            f"--secure-port={self.apiserver_port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--cert-dir={self.workdir / 'pki'}",
-            f"--tls-cert-file={certs.serving_cert}",
-            f"--tls-private-key-file={certs.serving_key}",
-            f"--client-ca-file={certs.ca_cert}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={certs.sa_public}",
-            f"--service-account-signing-key-file={certs.sa_private}",
-            "--authorization-mode=RBAC",
-            "--allow-privileged=true",
-            # Pods in a namespace made a moment ago would otherwise wait for the
-            # "default" ServiceAccount; simulated pods never use a token.
-            "--disable-admission-plugins=ServiceAccount",
-            "--enable-priority-and-fairness=false",
-            "--profiling=false",
-            "--endpoint-reconciler-type=none",
-            # The apiserver authenticates to real nodes' kubelets (logs, exec) as the admin.
-            f"--kubelet-client-certificate={certs.admin_cert}",
-            f"--kubelet-client-key={certs.admin_key}",
-            # a node's name resolves nowhere here; its InternalIP is what the egress proxy routes
-            "--kubelet-preferred-address-types=InternalIP,Hostname,InternalDNS,ExternalDNS,ExternalIP",
-            *self.extra_apiserver_args,
-        ]
+        egress_config: Path | None = None
         if self.egress_proxy:
-            config = self.workdir / "egress-selector.yaml"
-            config.write_text(egress_selector_config(self._egress_socket))
-            args.append(f"--egress-selector-config-file={config}")
+            egress_config = self.workdir / "egress-selector.yaml"
+            egress_config.write_text(egress_selector_config(self._egress_socket))
+        audit: tuple[Path, Path] | None = None
         if self.audit:
             policy = self.workdir / "audit-policy.yaml"
             policy.write_text(AUDIT_POLICY)
-            args += [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
-                     "--audit-log-maxsize=500", "--audit-log-maxbackup=1"]
-        return args
+            audit = (policy, self.audit_log)
+        return apiserver_args(self._bin("kube-apiserver"), port=self.apiserver_port, etcd_url=self.etcd_url,
+                              cert_dir=self.workdir / "pki", certs=self.certs, extra=self.extra_apiserver_args,
+                              egress_config=egress_config, audit=audit)
 
     def _start_egress_proxy(self) -> None:
         assert self.workdir is not None
@@ -277,46 +227,11 @@ class ControlPlane:
 
     def _start_controller_manager(self) -> None:
         assert self.certs is not None
-        self._spawn(
-            "kube-controller-manager",
-            [
-                self._bin("kube-controller-manager"),
-                f"--kubeconfig={self.kubeconfig}",
-                "--leader-elect=false",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={free_port()}",
-                f"--authentication-kubeconfig={self.kubeconfig}",
-                f"--authorization-kubeconfig={self.kubeconfig}",
-                f"--root-ca-file={self.certs.ca_cert}",
-                f"--service-account-private-key-file={self.certs.sa_private}",
-                f"--cluster-signing-cert-file={self.certs.ca_cert}",
-                f"--cluster-signing-key-file={self.certs.ca_key}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-    "--kube-api-qps=200",
-                "--kube-api-burst=400",
-                "--concurrent-deployment-syncs=10",
-                "--concurrent-replicaset-syncs=10",
-                "--concurrent-gc-syncs=40",
-                "--concurrent-job-syncs=10",
-                "--concurrent-namespace-syncs=10",
-            ],
-        )
+        self._spawn("kube-controller-manager", controller_manager_args(
+            self._bin("kube-controller-manager"), self.kubeconfig, self.certs, free_port()))
 
     def _start_scheduler(self) -> None:
-        self._spawn(
-            "kube-scheduler",
-            [
-                self._bin("kube-scheduler"),
-                f"--kubeconfig={self.kubeconfig}",
-                f"--authentication-kubeconfig={self.kubeconfig}",
-                f"--authorization-kubeconfig={self.kubeconfig}",
-                "--leader-elect=false",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={free_port()}",
-                "--kube-api-qps=200",
-                "--kube-api-burst=400",
-            ],
-        )
+        self._spawn("kube-scheduler", scheduler_args(self._bin("kube-scheduler"), self.kubeconfig, free_port()))
 
     def _start_kwok(self) -> None:
         # kwok's fast stages, with our node status heartbeat in place of its 10-minute one
@@ -325,20 +240,7 @@ class ControlPlane:
         stages = sorted(str(path) for path in kwok_stages_dir().glob("*.yaml")
                         if path.name != "node-heartbeat-with-lease.yaml") + [str(path) for path in ours]
         health_port = free_port()
-        proc = self._spawn(
-            "kwok",
-            [
-                self._bin("kwok"),
-                f"--kubeconfig={self.kubeconfig}",
-                "--manage-all-nodes=false",
-                f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
-                f"--cidr={POD_CIDR}",
-                "--node-ip=10.0.128.1",
-                "--node-lease-duration-seconds=40",
-                f"--server-address=127.0.0.1:{health_port}",
-                *(f"--config={stage}" for stage in stages),
-            ],
-        )
+        proc = self._spawn("kwok", kwok_args(self._bin("kwok"), self.kubeconfig, health_port, stages))
         wait_until(
             lambda: proc.check_alive() and _http_ok(f"http://127.0.0.1:{health_port}/healthz"),
             self.start_timeout,

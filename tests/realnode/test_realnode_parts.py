@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kaito_core.testing import build, realnode
+from kaito_core.testing import build, build_node, realnode
+from kaito_core.testing.realnode import pause, spec
 
 pytestmark = pytest.mark.realnode
 
@@ -19,8 +20,8 @@ def test_the_pause_archive_is_an_oci_layout_with_path_and_entrypoint(
 ) -> None:
     fake = tmp_path / "pause"
     fake.write_bytes(b"\x7fELF-not-really")
-    monkeypatch.setattr(realnode, "ensure_pause_binary", lambda: fake)
-    archive = realnode._pause_archive(tmp_path / "images")
+    monkeypatch.setattr(pause, "ensure_pause_binary", lambda: fake)
+    archive = pause._pause_archive(tmp_path / "images")
     with tarfile.open(archive) as tar:
         names = set(tar.getnames())
         index = json.loads(tar.extractfile("index.json").read())  # type: ignore[union-attr]
@@ -42,8 +43,8 @@ def test_the_pause_archive_is_an_oci_layout_with_path_and_entrypoint(
             member = inner.getmember("pause")
             assert member.mode == 0o755 and inner.extractfile(member).read() == fake.read_bytes()  # type: ignore[union-attr]
     assert "oci-layout" in names
-    assert realnode._pause_archive(tmp_path / "images") == archive  # cached
-    assert realnode.pause_image_ref() == f"localhost/kaito-pause:{build.pause_hash()}"
+    assert pause._pause_archive(tmp_path / "images") == archive  # cached
+    assert realnode.pause_image_ref() == f"localhost/kaito-pause:{build_node.pause_hash()}"
 
 
 def test_cri_logs_join_partial_lines() -> None:
@@ -64,10 +65,10 @@ def test_a_kubeconfig_that_is_not_on_loopback_is_refused(tmp_path: Path) -> None
     path = tmp_path / "kubeconfig"
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ValueError, match=r"127\.0\.0\.1"):
-        realnode._read_kubeconfig(path)
+        spec._read_kubeconfig(path)
     config["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:6443"  # type: ignore[index]
     path.write_text(yaml.safe_dump(config))
-    assert realnode._read_kubeconfig(path).server_port == 6443
+    assert spec._read_kubeconfig(path).server_port == 6443
 
 
 def test_node_binaries_missing_from_kubebuilder_assets_say_so(
@@ -76,7 +77,7 @@ def test_node_binaries_missing_from_kubebuilder_assets_say_so(
     monkeypatch.setenv("KUBEBUILDER_ASSETS", str(tmp_path))
     monkeypatch.setenv("KAITO_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(FileNotFoundError, match="lacks kubelet, kube-proxy"):
-        build.ensure_node_binaries()
+        build_node.ensure_node_binaries()
 
 
 def test_without_go_the_node_build_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,5 +85,5 @@ def test_without_go_the_node_build_says_what_to_do(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("KAITO_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(build.ToolchainMissingError, match="Go is not installed"):
-        build.ensure_node_binaries()
-    assert build.containerd_dir().name == f"containerd-{build.CONTAINERD_VERSION}"
+        build_node.ensure_node_binaries()
+    assert build_node.containerd_dir().name == f"containerd-{build_node.CONTAINERD_VERSION}"
