@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from kaito_presets.runtime.inference.config import InferenceConfig, TransformersOptions
-from kaito_presets.runtime.inference.errors import APIError
+from kaito_presets.runtime.inference.errors import RequestError
 from kaito_presets.runtime.inference.limits import Admission, ApiKeys
 from kaito_presets.runtime.inference.sampling import chat_kwargs, sampling_from_kwargs, token_budget
 from kaito_presets.runtime.inference.schemas import SEED_MAX, SEED_MIN, ChatRequest, CompletionRequest
@@ -44,7 +44,7 @@ def test_token_budget(n_prompt: int, requested: int | None, max_length: int | No
     ],
 )
 def test_token_budget_refusals(n_prompt: int, requested: int | None, max_length: int | None, code: str) -> None:
-    with pytest.raises(APIError) as err:
+    with pytest.raises(RequestError) as err:
         budget(n_prompt, requested, max_length)
     assert err.value.status == 400 and err.value.code == code
 
@@ -57,7 +57,7 @@ def test_a_64_bit_seed_is_taken(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", [2**70, SEED_MAX + 1, SEED_MIN - 1])
 def test_a_seed_beyond_64_bits_is_refused(seed: int) -> None:
-    with pytest.raises(APIError, match="seed") as err:
+    with pytest.raises(RequestError, match="seed") as err:
         sampling_from_kwargs({"seed": seed})
     assert err.value.status == 400
     with pytest.raises(ValidationError, match="seed"):
@@ -69,14 +69,14 @@ def test_chat_kwargs_take_the_top_level_and_spell_stop_strings_stop() -> None:
         {"prompt": "hi", "temperature": 0.5, "generate_kwargs": {"stop_strings": ["."], "num_beams": 1}}
     )
     assert chat_kwargs(req) == {"stop": ["."], "num_beams": 1, "temperature": 0.5}
-    with pytest.raises(APIError, match="frobnicate"):
+    with pytest.raises(RequestError, match="frobnicate"):
         chat_kwargs(ChatRequest.model_validate({"prompt": "hi", "frobnicate": 1}))
 
 
 def test_admission_is_bounded_and_each_slot_released_once() -> None:
     queue = Admission(2)
     first, second = queue.admit(), queue.admit()
-    with pytest.raises(APIError) as err:
+    with pytest.raises(RequestError) as err:
         queue.admit()
     assert err.value.status == 429 and err.value.code == "server_busy"
     first.release()
