@@ -153,7 +153,7 @@ def write_certs(folder: Path) -> tuple[Path, Path, Path]:
     return ca_path, cert_path, key_path
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def arm_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
 
 
@@ -310,11 +310,11 @@ class FakeARM:
                     return web.Response(status=500)
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
                 self.log.append((time.monotonic(), key, fault.status))
-                return _error(fault.status, fault.code, fault.message, headers)
+                return arm_error(fault.status, fault.code, fault.message, headers)
         if route != "token":
             auth = request.headers.get("Authorization", "")
             if not auth.startswith("Bearer ") or len(auth) <= len("Bearer "):
-                return _error(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is "
+                return arm_error(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is "
                               "missing.")
             self.authorizations[auth.removeprefix("Bearer ")] += 1
         response: web.StreamResponse = await handler(request)
@@ -332,7 +332,7 @@ class FakeARM:
             name = params["pool"]
             if method == "GET":
                 if name not in self.pools:
-                    return _error(404, "NotFound", f"Agent pool {name} not found.")
+                    return arm_error(404, "NotFound", f"Agent pool {name} not found.")
                 return web.json_response(self.pools[name])
             if method == "PUT":
                 return await self._put_pool(request, name)
@@ -341,7 +341,7 @@ class FakeARM:
         if route == "operation" and method == "GET":
             op = self.operations.get(params["op"])
             if op is None:
-                return _error(404, "NotFound", "operation not found")
+                return arm_error(404, "NotFound", "operation not found")
             headers = {"Retry-After": self.poll_retry_after} if op.status == "InProgress" else None
             return web.json_response(op.document(), headers=headers)
         if route == "skus" and method == "GET":
@@ -362,7 +362,7 @@ class FakeARM:
             self.tokens_issued += 1
             return web.json_response({"token_type": "Bearer", "expires_in": 3600, "ext_expires_in": 3600,
                                       "access_token": f"fake-token-{self.tokens_issued}"})
-        return _error(404, "InvalidResourceType", f"the fake ARM does not serve {method} {request.path}")
+        return arm_error(404, "InvalidResourceType", f"the fake ARM does not serve {method} {request.path}")
 
     def _cluster_document(self) -> dict[str, Any]:
         return {
@@ -401,7 +401,7 @@ class FakeARM:
         if existing is not None:
             state = existing["properties"]["provisioningState"]
             if state not in ("Succeeded", "Failed", "Canceled"):
-                return _error(409, "OperationNotAllowed",
+                return arm_error(409, "OperationNotAllowed",
                               f"Operation is not allowed because there's an in progress {state.lower()} agent "
                               f"pool operation on {name}. Please wait for it to finish before sending a new "
                               "request.")
@@ -410,14 +410,14 @@ class FakeARM:
         vm_size = str(props.get("vmSize", ""))
         sku = self.skus.get(vm_size.lower())
         if sku is None or sku.restricted:
-            return _error(400, "SkuNotAvailable",
+            return arm_error(400, "SkuNotAvailable",
                           f"The requested VM size {vm_size} is currently not available in location "
                           f"'{self.location}' for this subscription.")
         need = sku.vcpus * int(props.get("count", 1))
         for fam in (sku.family, "cores"):
             cur, lim = self.quotas.get(fam, (0, 10**6))
             if cur + need > lim:
-                return _error(400, "QuotaExceeded",
+                return arm_error(400, "QuotaExceeded",
                               f"Operation could not be completed as it results in exceeding approved {fam} Cores "
                               f"quota. Location: {self.location}, Current Limit: {lim}, Current Usage: {cur}, "
                               f"Additional Required: {need}.")

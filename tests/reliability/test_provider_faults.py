@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import os
 import random
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -27,6 +26,9 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from aks_support import FakeCredential, settings_for
+from fake_arm import DEFAULT_QUOTAS, FakeARM, arm_error, write_certs
+from kaito_provisioner_aks import AKSProvisioner
 from reliability_support import (
     Fleet,
     OperatorProcess,
@@ -50,11 +52,6 @@ from kaito_core.manager.settings import WebhookSettings
 from kaito_core.provisioning.simulated import SimulatedProvisioner, SimulatedSettings
 from kaito_core.testing import ControlPlane
 from kaito_core.testing.pytest_plugin import api_client_for
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "aks"))
-from aks_support import FakeCredential, settings_for
-from fake_arm import DEFAULT_QUOTAS, FakeARM, _error, write_certs
-from kaito_provisioner_aks import AKSProvisioner
 
 pytestmark = pytest.mark.reliability
 
@@ -232,12 +229,12 @@ class FlakyARM(FakeARM):
                 request.transport.abort()
                 return web.Response(status=500)
             if kind == "429":
-                return _error(429, "TooManyRequests", "injected throttling", {"Retry-After": "1"})
+                return arm_error(429, "TooManyRequests", "injected throttling", {"Retry-After": "1"})
             if kind == "500":
-                return _error(500, "InternalServerError", "injected server error")
+                return arm_error(500, "InternalServerError", "injected server error")
             if kind == "timeout":
                 await asyncio.sleep(self.hang)  # past the client's read timeout
-                return _error(504, "GatewayTimeout", "injected hang")
+                return arm_error(504, "GatewayTimeout", "injected hang")
             assert request.transport is not None
             request.transport.abort()
             return web.Response(status=500)
