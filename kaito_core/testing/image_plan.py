@@ -30,6 +30,7 @@ __all__ = [
     "ImageSpec",
     "Rootfs",
     "deps_key",
+    "normalised_image",
     "plan",
     "project_version",
     "requirements",
@@ -259,7 +260,7 @@ def plan(spec: ImageSpec, root: Path = ROOT) -> ImageRef:
     )
 
 
-def _normalised(image: str | None) -> str:
+def normalised_image(image: str | None) -> str:
     """podman lists docker.io images with their registry; accept a short name too."""
     image = image or ""
     first = image.split("/", 1)[0]

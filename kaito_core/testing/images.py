@@ -39,8 +39,8 @@ from kaito_core.testing.image_plan import (
     ImageRef,
     ImageSpec,
     Rootfs,
-    _normalised,
     debian_mirror,
+    normalised_image,
     plan,
     requirements,
     rootfs_tag,
@@ -324,7 +324,7 @@ def ensure_images(
             spec = IMAGES[name]
             started = time.monotonic()
             ref = plan(spec, root)
-            if spec.external_base and ref.base not in tags and _normalised(ref.base) not in tags:
+            if spec.external_base and ref.base not in tags and normalised_image(ref.base) not in tags:
                 ref.skipped = f"skipped: base image {ref.base} not available"
                 progress(f"{name}: {ref.skipped}")
                 refs[name] = ref

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -19,6 +17,7 @@ from kaito_core.engine import (
     ForbiddenError,
     GoneError,
     InvalidError,
+    MockTransport,
     NotFoundError,
     RawResponse,
     RequestTimeoutError,
@@ -26,6 +25,7 @@ from kaito_core.engine import (
     RetryPolicy,
     ServerError,
     TooManyRequestsError,
+    TransportRequest,
     UnauthorizedError,
     error_from_response,
 )
@@ -36,29 +36,24 @@ def status(code: int, reason: str = "", message: str = "boom", **details: Any) -
                        "reason": reason, "message": message, "details": details}).encode()
 
 
-class FakeTransport:
-    """Answers from a script: each entry a RawResponse or an exception to raise."""
+class FakeTransport(MockTransport):
+    """Answers from a script: each entry a RawResponse or an exception to raise (the public
+    MockTransport with a scripted handler)."""
 
     def __init__(self, *script: RawResponse | BaseException):
         self.script = list(script)
-        self.calls: list[dict[str, Any]] = []
+        super().__init__(self._next)
 
-    async def request(self, method: str, path: str, *, query: Sequence[tuple[str, str]] = (),
-                      headers: Mapping[str, str] | None = None, body: bytes | None = None,
-                      timeout: float | None = None, before_send: Callable[[], None] | None = None) -> RawResponse:
-        if before_send is not None:
-            before_send()  # nothing between "connection ready" and "bytes out" here: check first thing
-        self.calls.append({"method": method, "path": path, "query": list(query), "headers": dict(headers or {}),
-                           "body": body, "timeout": timeout})
+    def _next(self, _request: TransportRequest) -> RawResponse:
         item = self.script.pop(0)
         if isinstance(item, BaseException):
             raise item
         return item
 
-    @contextlib.asynccontextmanager
-    async def stream(self, path: str, **kwargs: Any) -> AsyncIterator[Any]:
-        raise NotImplementedError
-        yield
+    @property
+    def calls(self) -> list[dict[str, Any]]:
+        return [{"method": r.method, "path": r.path, "query": list(r.query), "headers": dict(r.headers),
+                 "body": r.body, "timeout": r.timeout} for r in self.requests]
 
 
 def ok(obj: Any = None) -> RawResponse:

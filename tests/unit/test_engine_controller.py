@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -24,6 +23,7 @@ from kaito_core.engine import (
     LeaderElectionSettings,
     LeaderElector,
     ManagerSettings,
+    MockTransport,
     RawResponse,
     Request,
     ResourceKind,
@@ -36,6 +36,7 @@ from kaito_core.engine import (
     annotations_changed,
     error_from_response,
     generation_changed,
+    json_response,
     labels_changed,
     not_,
     or_,
@@ -143,28 +144,10 @@ async def test_enqueue_mapped_and_predicates() -> None:
 
 # -- the controller's error policy
 
-class QuietTransport:
+def quiet_transport() -> MockTransport:
     """An API server with nothing in it whose watches never send anything."""
-
-    async def request(self, method: str, path: str, *, query: Sequence[tuple[str, str]] = (),
-                      headers: Mapping[str, str] | None = None, body: bytes | None = None,
-                      timeout: float | None = None) -> RawResponse:
-        return RawResponse(200, b'{"metadata": {"resourceVersion": "1"}, "items": []}')
-
-    @contextlib.asynccontextmanager
-    async def stream(self, path: str, **kwargs: Any) -> AsyncIterator[Any]:
-        class Silent:
-            status = 200
-            headers: dict[str, str] = {}
-
-            async def read(self) -> bytes:
-                return b""
-
-            async def lines(self) -> AsyncIterator[bytes]:
-                await asyncio.Event().wait()
-                yield b""
-
-        yield Silent()
+    return MockTransport(lambda _request: json_response({"metadata": {"resourceVersion": "1"}, "items": []}),
+                         stream_handler=lambda _request: [])
 
 
 class Scripted:
@@ -204,7 +187,7 @@ async def controller() -> AsyncIterator[tuple[Controller, Scripted, EngineMetric
     ctl = (Controller.for_(WIDGET).with_workers(4).named("unit").with_reconcile_timeout(0.5)
            .with_rate_limiter(lambda: ItemExponentialFailureRateLimiter(0.001, 0.01)).build(reconciler))
     metrics = EngineMetrics()
-    cache = SharedCache(Client(QuietTransport(), retry=RetryPolicy(attempts=1)))
+    cache = SharedCache(Client(quiet_transport(), retry=RetryPolicy(attempts=1)))
     ctl.setup(cache, metrics)
     await cache.start()
     await cache.wait_for_sync(2)
@@ -394,7 +377,7 @@ async def test_manager_probes_metrics_and_stop() -> None:
     from kaito_core.engine import Manager
 
     settings = ManagerSettings(http_port=0, bind_address="127.0.0.1", handle_signals=False)
-    manager = Manager(Client(QuietTransport(), retry=RetryPolicy(attempts=1)), settings)
+    manager = Manager(Client(quiet_transport(), retry=RetryPolicy(attempts=1)), settings)
     rec = Scripted()
     manager.add(Controller.for_(WIDGET).owns(CONFIGMAP).build(rec))
     with pytest.raises(ValueError):
@@ -438,8 +421,8 @@ async def test_two_managers_in_one_process_do_not_clash() -> None:
     from kaito_core.engine import Manager
 
     settings = ManagerSettings(http_port=None, handle_signals=False)
-    first = Manager(Client(QuietTransport()), settings)
-    second = Manager(Client(QuietTransport()), settings)
+    first = Manager(Client(quiet_transport()), settings)
+    second = Manager(Client(quiet_transport()), settings)
     first.add(Controller.for_(WIDGET).build(Scripted()))
     second.add(Controller.for_(WIDGET).build(Scripted()))  # same metric names, separate registries
     assert first.metrics.registry is not second.metrics.registry

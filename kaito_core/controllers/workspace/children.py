@@ -53,10 +53,11 @@ from kaito_core.engine import (
     EventType,
     ResourceKind,
     SharedCache,
+    controller_owner,
     meta,
 )
 
-__all__ = ["APPLIED_HASH_ANNOTATION", "WorkspaceChildren", "manifest_hash"]
+__all__ = ["APPLIED_HASH_ANNOTATION", "WorkspaceChildren", "manifest_hash", "owned_by"]
 
 #: On every child we apply: a hash of what we applied, so an unchanged child is not written again.
 APPLIED_HASH_ANNOTATION = "kaito.sh/applied-hash"
@@ -66,9 +67,10 @@ def manifest_hash(obj: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
-def _owned_by(obj: Mapping[str, Any] | None, uid: str | None) -> bool:
-    return obj is not None and any(ref.get("uid") == uid and ref.get("controller")
-                                   for ref in meta(obj).owner_references)
+def owned_by(obj: Mapping[str, Any] | None, uid: str | None) -> bool:
+    """``obj``'s controlling owner is the object with ``uid`` (never a same-named one made since)."""
+    owner = controller_owner(obj) if obj is not None else None
+    return owner is not None and owner.get("uid") == uid
 
 
 class WorkspaceChildren:
@@ -113,7 +115,7 @@ class WorkspaceChildren:
 
     async def _delete_owned(self, kind: ResourceKind, namespace: str, name: str, uid: str | None) -> None:
         cached = self.cache.get(kind, namespace, name)
-        if _owned_by(cached, uid):
+        if owned_by(cached, uid):
             await self.client.delete(kind, name, namespace, missing_ok=True, propagation_policy="Background")
 
     def _pods(self, ctx: BuildContext) -> list[dict[str, Any]]:
@@ -161,7 +163,7 @@ class WorkspaceChildren:
         ws = ctx.ws
         assert ws.tuning is not None
         job = self.cache.get(JOB, ctx.namespace, ctx.name)
-        if job is not None and not _owned_by(job, ws.metadata.uid):
+        if job is not None and not owned_by(job, ws.metadata.uid):
             message = f"a Job named {ctx.name} exists and does not belong to this Workspace; delete or rename it"
             return job_checks(None, [], blocked=message)
         want = tuning_hash(ctx)
@@ -177,11 +179,11 @@ class WorkspaceChildren:
             if not resource.ready or not ctx.nodes:
                 return job_checks(None, [])
             if ws.tuning.config:
-                if self.cache.get(CONFIGMAP, ctx.namespace, ws.tuning.config) is None:
+                user = self.cache.get(CONFIGMAP, ctx.namespace, ws.tuning.config)
+                if user is None:
                     return job_checks(None, [], blocked=(
                         f"ConfigMap {ws.tuning.config} (tuning.config) not found in namespace {ctx.namespace}; "
                         "create it or remove tuning.config to use the method's default template"))
-                user = self.cache.get(CONFIGMAP, ctx.namespace, ws.tuning.config) or {}
                 problems = validate_tuning_config(user.get("data"), name=ws.tuning.config, method=ws.tuning.method)
                 if problems:
                     return job_checks(None, [], blocked=describe_config_errors(

@@ -42,8 +42,8 @@ from kaito_core.api import (
 from kaito_core.controllers.workspace.children import (
     APPLIED_HASH_ANNOTATION,
     WorkspaceChildren,
-    _owned_by,
     manifest_hash,
+    owned_by,
 )
 from kaito_core.controllers.workspace.context import BuildContext
 from kaito_core.controllers.workspace.kinds import CONTROLLERREVISION, MACHINE, WORKSPACE
@@ -245,7 +245,7 @@ class WorkspaceReconciler(WorkspaceChildren):
         only remove them once the finalizer is gone)."""
         for kind in (DEPLOYMENT, STATEFULSET, JOB):
             cached = self.cache.get(kind, namespace, name, copy=False)
-            if cached is not None and _owned_by(cached, uid) and not meta(cached).deleting:
+            if cached is not None and owned_by(cached, uid) and not meta(cached).deleting:
                 # uid-conditional: never a same-named object made since the cache saw this one.
                 with contextlib.suppress(ConflictError):
                     await self.client.delete(kind, name, namespace, missing_ok=True,
@@ -264,7 +264,7 @@ class WorkspaceReconciler(WorkspaceChildren):
     async def _record_revision(self, obj: dict[str, Any], ws: Workspace, digest: str) -> None:
         namespace = ws.namespace
         revisions = self.cache.list(CONTROLLERREVISION, namespace, label_selector={LABEL_WORKSPACE: ws.name})
-        revisions = [r for r in revisions if _owned_by(r, ws.metadata.uid)]
+        revisions = [r for r in revisions if owned_by(r, ws.metadata.uid)]
         name = revision_name(ws.name, digest)
         current = next((r for r in revisions if meta(r).name == name), None)
         top = max((int(r.get("revision") or 0) for r in revisions), default=0)
